@@ -1,0 +1,41 @@
+# Letterbox developer entry points. Everything a target needs is installed here.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA ?= .letterbox
+STAMP := $(VENV)/.installed
+
+# Debian packages the tests drive as real clients.
+TEST_DEBS := swaks
+# Peers and load generators the benchmarks run side by side.
+BENCH_DEBS := postfix dovecot-core dovecot-lmtpd dovecot-pop3d
+
+.PHONY: run test test-fast bench lint clean
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/letterbox --data $(DATA) run --dev
+
+test: $(STAMP)
+	scripts/apt-ensure $(TEST_DEBS)
+	$(VENV)/bin/ruff check appliance tests bench
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+bench: $(STAMP)
+	scripts/apt-ensure $(BENCH_DEBS)
+	$(PY) bench/run.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check appliance tests bench
+	$(VENV)/bin/ruff format --check appliance tests bench
+
+clean:
+	rm -rf $(VENV) build bench/out

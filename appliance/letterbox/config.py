@@ -1,0 +1,171 @@
+"""Settings: embedded defaults that serve on a laptop, overridable by one TOML file.
+
+Every setting has a default, so `letterbox run --dev` needs no file at all. A file
+may override any of them; an unknown key or a bad value is an error that names the
+key, because a typo silently ignored on an appliance is a support call later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used as written."""
+
+
+class Size(int):
+    """A byte count written as `2G`, `64M`, `512K` or a plain number in a config file."""
+
+    _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
+
+    @classmethod
+    def parse(cls, value: object) -> Size:
+        if isinstance(value, bool):
+            raise ValueError("expected a size such as 2G, 64M or 1048576")
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError("a size cannot be negative")
+            return cls(value)
+        if isinstance(value, str):
+            m = cls._PATTERN.match(value)
+            if m:
+                return cls(int(float(m.group(1)) * cls._UNITS[m.group(2).upper()]))
+        raise ValueError(f"expected a size such as 2G, 64M or 1048576, got {value!r}")
+
+    def human(self) -> str:
+        for unit in ("T", "G", "M", "K"):
+            scale = self._UNITS[unit]
+            if self >= scale and self % scale == 0:
+                return f"{self // scale}{unit}"
+        return str(int(self))
+
+
+@dataclass(frozen=True)
+class BoxSettings:
+    # The name the box gives itself in SMTP greetings and Received headers.
+    hostname: str = "letterbox.local"
+
+
+@dataclass(frozen=True)
+class DriveSettings:
+    # Where the drive is mounted. Empty: a directory `drive/` under --data (development).
+    path: str = ""
+    # Free space kept on the drive's filesystem for the index and the system.
+    reserve: Size = Size(64 << 20)
+    # Deliveries older than this many days are removed. 0 keeps mail until quota eviction.
+    keep_days: int = 0
+    # Concurrent commits share one index transaction and fsync (see drive/committer.py).
+    group_commit: bool = True
+
+
+@dataclass(frozen=True)
+class MailboxSettings:
+    default_quota: Size = Size(2 << 30)
+
+
+@dataclass(frozen=True)
+class CryptoSettings:
+    # Argon2id limits for wrapping mailbox keys under a password. The defaults are
+    # libsodium's INTERACTIVE level, which a 512 MB board can afford (FINDINGS.md).
+    argon2_opslimit: int = 2
+    argon2_memlimit: Size = Size(64 << 20)
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    # Domains the box accepts mail for, besides those of its mailboxes.
+    local_domains: list[str] = field(default_factory=list)
+    max_message_size: Size = Size(50 << 20)
+    max_recipients: int = 100
+    # Idle timeout in seconds; DATA progress counts as activity.
+    timeout: int = 300
+    max_connections_per_address: int = 20
+    max_bad_commands: int = 10
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    # Debug adds addresses and subjects to logs; off by default for privacy.
+    debug: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    box: BoxSettings = field(default_factory=BoxSettings)
+    drive: DriveSettings = field(default_factory=DriveSettings)
+    mailbox: MailboxSettings = field(default_factory=MailboxSettings)
+    crypto: CryptoSettings = field(default_factory=CryptoSettings)
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    def drive_path(self, data_dir: Path) -> Path:
+        return Path(self.drive.path) if self.drive.path else data_dir / "drive"
+
+
+def _coerce(key: str, kind: Any, value: object) -> object:
+    try:
+        if kind is Size:
+            return Size.parse(value)
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"expected true or false, got {value!r}")
+            return value
+        if kind is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"expected a whole number, got {value!r}")
+            if value < 0:
+                raise ValueError("cannot be negative")
+            return value
+        if kind is str:
+            if not isinstance(value, str):
+                raise ValueError(f"expected a string, got {value!r}")
+            return value
+        if kind == list[str]:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"expected a list of strings, got {value!r}")
+            return list(value)
+    except ValueError as exc:
+        raise ConfigError(f"setting '{key}': {exc}") from None
+    raise AssertionError(f"no coercion for {kind!r}")
+
+
+def from_mapping(data: dict[str, Any]) -> Config:
+    """Build a Config from parsed TOML, naming the first unknown key or bad value."""
+    sections: dict[str, object] = {}
+    hints = get_type_hints(Config)
+    for name, body in data.items():
+        if name not in hints:
+            raise ConfigError(f"unknown section '{name}' (known: {', '.join(hints)})")
+        if not isinstance(body, dict):
+            raise ConfigError(f"'{name}' must be a table ([{name}])")
+        cls = hints[name]
+        field_types = get_type_hints(cls)
+        values = {}
+        for key, value in body.items():
+            if key not in field_types:
+                known = ", ".join(f.name for f in dataclasses.fields(cls))
+                raise ConfigError(f"unknown setting '{name}.{key}' (known: {known})")
+            values[key] = _coerce(f"{name}.{key}", field_types[key], value)
+        sections[name] = cls(**values)
+    return Config(**sections)
+
+
+def load(path: Path | None) -> Config:
+    """Read a TOML file, or return the embedded defaults when there is none."""
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return from_mapping(data)

@@ -1,0 +1,45 @@
+"""The drive: everything that holds mail, on the household's USB drive (or a directory).
+
+Protocol code imports from here only; see store.py for the interface and its
+durability promises, and docs/format.md for the bytes on disk.
+"""
+
+from letterbox.drive.errors import (
+    DriveError,
+    DriveFormatError,
+    DriveUnavailable,
+    MailboxExists,
+    MailboxNotFound,
+    MessageDamaged,
+    MessageTooLarge,
+    StorageFull,
+)
+from letterbox.drive.store import (
+    Delivery,
+    DeliveryInfo,
+    Drive,
+    EvictionRecord,
+    MailboxInfo,
+    Message,
+    RecoveryReport,
+    normalize_address,
+)
+
+__all__ = [
+    "Delivery",
+    "DeliveryInfo",
+    "Drive",
+    "DriveError",
+    "DriveFormatError",
+    "DriveUnavailable",
+    "EvictionRecord",
+    "MailboxExists",
+    "MailboxInfo",
+    "MailboxNotFound",
+    "Message",
+    "MessageDamaged",
+    "MessageTooLarge",
+    "RecoveryReport",
+    "StorageFull",
+    "normalize_address",
+]

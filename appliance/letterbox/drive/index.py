@@ -1,0 +1,95 @@
+"""The index: SQLite in WAL mode with synchronous=FULL, so a commit is on disk when it returns.
+
+Only ids, sizes, times, flags, hashes of ciphertext and sealed (encrypted) values
+are stored here; see the README's list of what stays plaintext on the drive.
+The eviction index is ordered (mailbox, retrieved first, arrival), so eviction
+reads exactly the rows it removes: O(evicted · log n), never a scan.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from letterbox.drive.errors import DriveFormatError
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE mailboxes (
+    id             TEXT PRIMARY KEY,     -- random 128-bit hex
+    address_sealed BLOB NOT NULL,        -- the address, sealed to the box key
+    public_key     BLOB NOT NULL,        -- X25519, deliveries are sealed to it
+    quota          INTEGER NOT NULL,     -- bytes of stored (encrypted) mail
+    used           INTEGER NOT NULL DEFAULT 0,
+    messages       INTEGER NOT NULL DEFAULT 0,
+    end_to_end     INTEGER NOT NULL DEFAULT 0,
+    created        INTEGER NOT NULL
+);
+CREATE TABLE blobs (
+    id          TEXT PRIMARY KEY,        -- random 128-bit hex, also the file name
+    stored_size INTEGER NOT NULL,
+    cipher_hash BLOB NOT NULL,           -- BLAKE2b-256 of the whole file
+    refs        INTEGER NOT NULL         -- deliveries that use it
+);
+CREATE TABLE deliveries (
+    seq         INTEGER PRIMARY KEY,     -- arrival order
+    id          TEXT NOT NULL UNIQUE,    -- random 128-bit hex (POP3 UIDL)
+    mailbox_id  TEXT NOT NULL REFERENCES mailboxes(id),
+    blob_id     TEXT NOT NULL REFERENCES blobs(id),
+    plain_size  INTEGER NOT NULL,
+    stored_size INTEGER NOT NULL,
+    received    INTEGER NOT NULL,        -- Unix seconds
+    retrieved   INTEGER NOT NULL DEFAULT 0,
+    meta        BLOB NOT NULL            -- sealed, signed metadata
+);
+CREATE INDEX deliveries_evict ON deliveries (mailbox_id, retrieved DESC, seq);
+CREATE INDEX deliveries_list ON deliveries (mailbox_id, seq);
+CREATE INDEX deliveries_received ON deliveries (received);
+CREATE TABLE evictions (
+    seq         INTEGER PRIMARY KEY,
+    mailbox_id  TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    received    INTEGER NOT NULL,
+    plain_size  INTEGER NOT NULL,
+    reason      TEXT NOT NULL            -- quota, reserve or retention
+);
+CREATE INDEX evictions_mailbox ON evictions (mailbox_id, seq);
+"""
+
+
+def connect(path: Path, *, create: bool) -> sqlite3.Connection:
+    """Open the index with the durability settings the drive's promises rest on."""
+    if not create and not path.exists():
+        raise DriveFormatError(
+            f"the index {path} is missing; refusing to start a new one over existing blobs "
+            "(restore it, or move the blobs away and start an empty drive)"
+        )
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if create and version == 0:
+            conn.executescript(f"BEGIN; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            version = SCHEMA_VERSION
+        # Touch every table so that a damaged file fails here, not in the middle of a delivery.
+        for table in ("mailboxes", "blobs", "deliveries", "evictions"):
+            conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise DriveFormatError(
+            f"the index {path} is damaged ({exc}); the blobs are untouched. "
+            "Run 'letterbox drive check' for a report"
+        ) from None
+    if version > SCHEMA_VERSION:
+        conn.close()
+        raise DriveFormatError(
+            f"index schema version {version} is newer than this Letterbox reads "
+            f"({SCHEMA_VERSION}); upgrade Letterbox"
+        )
+    if version != SCHEMA_VERSION:
+        conn.close()
+        raise DriveFormatError(f"index schema version {version} is not valid")
+    return conn

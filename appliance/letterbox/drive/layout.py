@@ -1,0 +1,127 @@
+"""Where things are on a drive, and the DRIVE identity file that marks one as ours.
+
+Layout (docs/format.md has the details):
+
+    letterbox/DRIVE            identity and format version (JSON)
+    letterbox/index.sqlite3    the index
+    letterbox/blobs/xx/<id>    one encrypted blob per message, xx = first two hex digits
+    letterbox/blobs/tmp/       blobs being written (removed at open)
+    letterbox/keys/<id>.json   wrapped keyrings of the mailboxes
+    letterbox/queue/           outbound queue (later)
+    letterbox/OPEN             present while open: its presence at open means a crash
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from letterbox.crypto import new_id
+from letterbox.drive.errors import DriveFormatError
+from letterbox.fsutil import fsync_dir, write_atomic
+
+FORMAT_NAME = "letterbox-drive"
+FORMAT_VERSION = 1
+BLOB_NAME = re.compile(r"^[0-9a-f]{32}$")
+TMP_NAME = re.compile(r"^[0-9a-f]{32}\.tmp$")
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path  # the mount point (or directory) of the drive
+
+    @property
+    def base(self) -> Path:
+        return self.root / "letterbox"
+
+    @property
+    def identity(self) -> Path:
+        return self.base / "DRIVE"
+
+    @property
+    def index(self) -> Path:
+        return self.base / "index.sqlite3"
+
+    @property
+    def blobs(self) -> Path:
+        return self.base / "blobs"
+
+    @property
+    def tmp(self) -> Path:
+        return self.blobs / "tmp"
+
+    @property
+    def keys(self) -> Path:
+        return self.base / "keys"
+
+    @property
+    def queue(self) -> Path:
+        return self.base / "queue"
+
+    @property
+    def open_marker(self) -> Path:
+        return self.base / "OPEN"
+
+    def blob(self, blob_id: str) -> Path:
+        return self.blobs / blob_id[:2] / blob_id
+
+    def blob_tmp(self, blob_id: str) -> Path:
+        return self.tmp / f"{blob_id}.tmp"
+
+    def keyring(self, mailbox_id: str) -> Path:
+        return self.keys / f"{mailbox_id}.json"
+
+
+@dataclass(frozen=True)
+class Identity:
+    drive_id: str
+    version: int
+    created: int
+
+
+def read_identity(layout: Layout) -> Identity:
+    """Parse DRIVE, refusing anything that is not a drive this version can read."""
+    try:
+        doc = json.loads(layout.identity.read_bytes())
+        name, version = doc["format"], int(doc["version"])
+        drive_id, created = str(doc["drive_id"]), int(doc["created"])
+    except FileNotFoundError:
+        raise DriveFormatError(f"{layout.root} is not a Letterbox drive (no letterbox/DRIVE)")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DriveFormatError(f"{layout.identity} is damaged ({exc})") from None
+    if name != FORMAT_NAME:
+        raise DriveFormatError(f"{layout.identity} names format {name!r}, not {FORMAT_NAME!r}")
+    if version > FORMAT_VERSION:
+        raise DriveFormatError(
+            f"drive format version {version} is newer than this Letterbox reads "
+            f"({FORMAT_VERSION}); upgrade Letterbox to use this drive"
+        )
+    if version < 1:
+        raise DriveFormatError(f"drive format version {version} is not valid")
+    return Identity(drive_id, version, created)
+
+
+def create_layout(layout: Layout) -> Identity:
+    """Make an empty drive in an empty (or absent) directory; refuse anything else."""
+    if layout.base.exists() and any(layout.base.iterdir()):
+        raise DriveFormatError(
+            f"{layout.base} exists but has no DRIVE file: refusing to initialise over it"
+        )
+    for d in (layout.base, layout.blobs, layout.tmp, layout.keys, layout.queue):
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for i in range(256):
+        (layout.blobs / f"{i:02x}").mkdir(exist_ok=True, mode=0o700)
+    fsync_dir(layout.blobs)
+    ident = Identity(new_id(), FORMAT_VERSION, int(time.time()))
+    doc = {
+        "format": FORMAT_NAME,
+        "version": ident.version,
+        "drive_id": ident.drive_id,
+        "created": ident.created,
+    }
+    write_atomic(layout.identity, json.dumps(doc, indent=1).encode() + b"\n", mode=0o600)
+    fsync_dir(layout.root)
+    return ident

@@ -1,0 +1,1010 @@
+"""The drive: mailboxes, two-phase delivery, reading, quota and eviction, crash recovery.
+
+Protocols see only this interface (DESIGN.md, "The drive"):
+
+* delivery, after maddy: ``begin()`` → ``add_recipient()`` → ``write()`` … →
+  ``commit()`` or ``abort()``. The body streams through the encryptor into a
+  temporary blob; ``commit()`` returns only when blob and index are on stable
+  storage, sharing fsyncs with concurrent commits (committer.py).
+* reading: ``list()`` → ``open_message()`` (streaming decryption with the key a
+  login unwrapped) → ``delete()`` of a batch, atomically.
+
+Durability order for one delivery: blob to ``blobs/tmp``, fsync, rename into
+``blobs/xx/``, fsync of that directory, then the index transaction commits.
+A crash at any point leaves at worst a temporary or an orphan blob, which
+``recover()`` removes at the next open, so index and blobs always agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from nacl.public import PrivateKey, PublicKey
+
+from letterbox import crypto
+from letterbox.boxkeys import BoxKeys
+from letterbox.config import DriveSettings
+from letterbox.drive import index, layout
+from letterbox.drive.committer import GroupCommitter
+from letterbox.drive.errors import (
+    DriveError,
+    DriveFormatError,
+    DriveUnavailable,
+    MailboxExists,
+    MailboxNotFound,
+    MessageDamaged,
+    MessageTooLarge,
+    StorageFull,
+)
+from letterbox.drive.headers import HeaderSniffer
+from letterbox.drive.notice import NOTICE_ALLOWANCE, Evicted, eviction_notice
+from letterbox.fsutil import fsync_dir, write_atomic
+
+log = logging.getLogger(__name__)
+
+WRITE_BUFFER = 256 * 1024
+EVICT_PAGE = 64
+DAY = 86400
+
+
+def normalize_address(address: str) -> str:
+    """The lookup form of an address: trimmed, angle brackets off, case folded.
+
+    Real mail systems treat local parts case-insensitively in practice, and a
+    household would be surprised if Anna@ and anna@ were different people.
+    """
+    addr = address.strip()
+    if addr.startswith("<") and addr.endswith(">"):
+        addr = addr[1:-1]
+    local, sep, domain = addr.rpartition("@")
+    if not sep or not local or not domain or any(c.isspace() for c in addr):
+        raise ValueError(f"not a mail address: {address!r}")
+    return f"{local.lower()}@{domain.lower().rstrip('.')}"
+
+
+@dataclass(frozen=True)
+class MailboxInfo:
+    id: str
+    address: str
+    public_key: bytes
+    quota: int
+    used: int
+    messages: int
+    end_to_end: bool
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+
+@dataclass(frozen=True)
+class DeliveryInfo:
+    id: str
+    plain_size: int
+    stored_size: int
+    received: int
+    retrieved: bool
+
+
+@dataclass(frozen=True)
+class EvictionRecord:
+    delivery_id: str
+    at: int
+    received: int
+    plain_size: int
+    reason: str
+
+
+@dataclass
+class RecoveryReport:
+    """What open() had to clean up; empty after a clean shutdown."""
+
+    crashed: bool = False
+    temporaries: int = 0
+    orphan_blobs: int = 0
+    orphan_keyrings: int = 0
+    rows_without_blob: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.temporaries or self.orphan_blobs or self.orphan_keyrings or self.rows_without_blob
+        )
+
+
+@dataclass
+class _CommitRequest:
+    blob_id: str
+    file: BinaryIO
+    summary: crypto.BlobSummary
+    received: int
+    rows: list[tuple[MailboxInfo, str, bytes]]  # (mailbox, delivery id, sealed meta)
+
+
+@dataclass
+class _Batch:
+    """Bookkeeping of one index transaction: what to unlink once it has committed."""
+
+    unlink: list[str] = field(default_factory=list)
+    freed: int = 0  # bytes that unlinking will free, for the reserve check
+
+
+class Message:
+    """An opened delivery: verified metadata, and its plaintext as a stream of chunks."""
+
+    def __init__(self, meta: crypto.DeliveryMeta, path: Path) -> None:
+        self.meta = meta
+        self._path = path
+
+    def chunks(self) -> Iterator[bytes]:
+        try:
+            fh = open(self._path, "rb")  # noqa: SIM115 - closed by the generator
+        except FileNotFoundError:
+            raise MessageDamaged(f"blob {self.meta.blob_id} is missing") from None
+        except OSError as exc:
+            raise DriveUnavailable(f"cannot read blob {self.meta.blob_id}: {exc}") from None
+        with fh:
+            try:
+                yield from crypto.read_blob(
+                    fh,
+                    self.meta.blob_key,
+                    self.meta.blob_id,
+                    expected_hash=self.meta.cipher_hash,
+                    expected_header=self.meta.blob_header,
+                )
+            except crypto.BlobError as exc:
+                raise MessageDamaged(str(exc)) from None
+            except OSError as exc:
+                raise DriveUnavailable(f"cannot read blob {self.meta.blob_id}: {exc}") from None
+
+    def read(self) -> bytes:
+        """The whole message; for tests and small messages only."""
+        return b"".join(self.chunks())
+
+
+class Delivery:
+    """One incoming message on its way to one or more mailboxes (two-phase)."""
+
+    def __init__(self, drive: Drive, mail_from: str, received: int) -> None:
+        self._drive = drive
+        self.mail_from = mail_from
+        self.received = received
+        self.recipients: list[MailboxInfo] = []
+        self._rcpt_addresses: list[str] = []
+        self.blob_id = crypto.new_id()
+        self._key = crypto.new_blob_key()
+        self._tmp = drive.layout.blob_tmp(self.blob_id)
+        self._sniffer = HeaderSniffer()
+        self._state = "open"
+        try:
+            self._file: BinaryIO = open(self._tmp, "xb", buffering=WRITE_BUFFER)  # noqa: SIM115
+            self._writer = crypto.BlobWriter(self._file, self._key, self.blob_id)
+        except OSError as exc:
+            raise _io_error(exc) from None
+
+    @property
+    def size(self) -> int:
+        """Plaintext bytes written so far."""
+        return self._writer._plain
+
+    def add_recipient(self, address: str, size_hint: int | None = None) -> MailboxInfo:
+        """Accept one recipient, or say why not: unknown, or can never fit its quota."""
+        mailbox = self._drive.find_mailbox(address)
+        if mailbox is None:
+            raise MailboxNotFound(f"no mailbox for {address}")
+        if size_hint is not None and crypto.blob_stored_size(size_hint) > mailbox.quota:
+            raise MessageTooLarge(
+                f"a message of {size_hint} bytes exceeds the mailbox quota of {mailbox.quota}"
+            )
+        if all(m.id != mailbox.id for m in self.recipients):
+            self.recipients.append(mailbox)
+            self._rcpt_addresses.append(mailbox.address)
+        return mailbox
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._state != "open":
+            raise ValueError(f"delivery is {self._state}")
+        try:
+            self._sniffer.feed(data)
+            self._writer.write(data)
+        except OSError as exc:
+            self.abort()
+            raise _io_error(exc) from None
+
+    def _prepare(self) -> _CommitRequest:
+        if self._state != "open":
+            raise ValueError(f"delivery is {self._state}")
+        if not self.recipients:
+            raise ValueError("a delivery needs at least one recipient")
+        try:
+            summary = self._writer.finish()
+            self._file.flush()
+        except OSError as exc:
+            self.abort()
+            raise _io_error(exc) from None
+        self._state = "committing"
+        headers = self._sniffer.headers()
+        rows = []
+        for mailbox, address in zip(self.recipients, self._rcpt_addresses, strict=True):
+            delivery_id = crypto.new_id()
+            meta = crypto.DeliveryMeta(
+                delivery_id=delivery_id,
+                blob_id=self.blob_id,
+                blob_key=self._key,
+                blob_header=summary.header,
+                plain_size=summary.plain_size,
+                stored_size=summary.stored_size,
+                cipher_hash=summary.cipher_hash,
+                received=self.received,
+                mail_from=self.mail_from,
+                rcpt_to=address,
+                headers=headers,
+            )
+            sealed = crypto.seal_meta(meta, self._drive.keys.signing, mailbox.public_key)
+            rows.append((mailbox, delivery_id, sealed))
+        return _CommitRequest(self.blob_id, self._file, summary, self.received, rows)
+
+    def commit_future(self) -> Future[list[str]]:
+        """Hand the delivery to the committer; the future resolves once it is durable."""
+        try:
+            request = self._prepare()
+        except BaseException:
+            self.abort()
+            raise
+        fut = self._drive._committer.submit(request)
+        fut.add_done_callback(self._done)
+        return fut
+
+    def _done(self, fut: Future[list[str]]) -> None:
+        self._state = "committed" if fut.exception() is None else "refused"
+
+    def commit(self) -> list[str]:
+        """Durably store the message; returns one delivery id per recipient."""
+        return self.commit_future().result()
+
+    async def commit_async(self) -> list[str]:
+        return await asyncio.wrap_future(self.commit_future())
+
+    def abort(self) -> None:
+        """Drop the message; nothing of it stays on the drive. Safe to call twice."""
+        if self._state not in ("open", "committing"):
+            return
+        self._state = "aborted"
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tmp)
+
+
+def _attempt(fn: Callable[[_CommitRequest], None], arg: _CommitRequest) -> BaseException | None:
+    try:
+        fn(arg)
+    except BaseException as exc:
+        return exc
+    return None
+
+
+def _io_error(exc: OSError) -> DriveError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull("the drive is full")
+    return DriveUnavailable(f"drive I/O error: {exc.strerror or exc}")
+
+
+class Drive:
+    """An open drive. Thread-safe: protocols call it from the event loop and executors."""
+
+    def __init__(
+        self,
+        lay: layout.Layout,
+        conn: sqlite3.Connection,
+        ident: layout.Identity,
+        keys: BoxKeys,
+        settings: DriveSettings,
+        limits: crypto.Argon2Limits,
+        hostname: str,
+    ) -> None:
+        self.layout = lay
+        self.identity = ident
+        self.keys = keys
+        self.settings = settings
+        self.limits = limits
+        self.hostname = hostname
+        self._conn = conn
+        self._lock = threading.RLock()
+        self._addresses: dict[str, str] = {}  # normalized address -> mailbox id
+        self._by_id: dict[str, str] = {}  # mailbox id -> normalized address
+        self._last_expire = 0.0
+        self._fsync_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="letterbox-fsync")
+        self.recovery = RecoveryReport()
+        self._committer: GroupCommitter[_CommitRequest, list[str]] = GroupCommitter(
+            self._apply_batch, batching=settings.group_commit
+        )
+        self._closed = False
+
+    # -- opening and closing -----------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        root: Path,
+        keys: BoxKeys,
+        *,
+        settings: DriveSettings | None = None,
+        limits: crypto.Argon2Limits | None = None,
+        hostname: str = "letterbox.local",
+        create: bool = True,
+    ) -> Drive:
+        """Open (or, if `create` and empty, initialise) the drive at `root`, then recover."""
+        lay = layout.Layout(Path(root))
+        try:
+            if lay.identity.exists():
+                ident = layout.read_identity(lay)
+                conn = index.connect(lay.index, create=False)
+            elif create:
+                ident = layout.create_layout(lay)
+                conn = index.connect(lay.index, create=True)
+            else:
+                ident = layout.read_identity(lay)  # raises "not a Letterbox drive"
+                raise AssertionError("unreachable")
+        except OSError as exc:
+            raise DriveUnavailable(f"cannot open the drive at {root}: {exc}") from None
+        drive = cls(
+            lay, conn, ident, keys, settings or DriveSettings(),
+            limits or crypto.Argon2Limits(), hostname,
+        )
+        try:
+            drive._load_addresses()
+            drive.recovery = drive._recover()
+            lay.open_marker.write_bytes(b"")
+            fsync_dir(lay.base)
+            drive.expire()
+        except BaseException:
+            drive._shutdown(clean=False)
+            raise
+        if drive.recovery:
+            log.warning("drive recovery after an unclean stop: %s", drive.recovery)
+        return drive
+
+    def close(self) -> None:
+        """Finish pending commits, checkpoint the index and mark the drive clean."""
+        self._shutdown(clean=True)
+
+    def _shutdown(self, *, clean: bool) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._committer.close()
+        self._fsync_pool.shutdown()
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                if clean:
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.close()
+        if clean:
+            with contextlib.suppress(FileNotFoundError):
+                self.layout.open_marker.unlink()
+                fsync_dir(self.layout.base)
+
+    def __enter__(self) -> Drive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _load_addresses(self) -> None:
+        rows = self._conn.execute("SELECT id, address_sealed FROM mailboxes").fetchall()
+        addresses = {}
+        for mailbox_id, sealed in rows:
+            try:
+                addresses[crypto.unseal(self.keys.sealing, sealed).decode()] = mailbox_id
+            except crypto.MetaError:
+                raise DriveFormatError(
+                    "this drive's mailboxes were sealed by another box's key: "
+                    "restore that box's keys (box/keys.json) to use the drive here"
+                ) from None
+        self._addresses = addresses
+        self._by_id = {i: a for a, i in addresses.items()}
+
+    def _recover(self) -> RecoveryReport:
+        """Remove what a crash can leave behind, so index and blobs agree again."""
+        report = RecoveryReport(crashed=self.layout.open_marker.exists())
+        for entry in os.scandir(self.layout.tmp):
+            if layout.TMP_NAME.match(entry.name):
+                os.unlink(entry.path)
+                report.temporaries += 1
+        if not report.crashed:
+            return report
+        # After a crash, reconcile one blob directory at a time: bounded memory even
+        # with a million blobs, and only paid after an unclean stop.
+        for i in range(256):
+            prefix = f"{i:02x}"
+            bdir = self.layout.blobs / prefix
+            files = {e.name for e in os.scandir(bdir) if layout.BLOB_NAME.match(e.name)}
+            with self._lock:
+                ids = {
+                    r[0]
+                    for r in self._conn.execute(
+                        "SELECT id FROM blobs WHERE id >= ? AND id < ?",
+                        (prefix, prefix + "g"),
+                    )
+                }
+            for orphan in files - ids:
+                os.unlink(bdir / orphan)
+                report.orphan_blobs += 1
+            missing = ids - files
+            if missing:
+                report.rows_without_blob += self._drop_missing_blobs(missing)
+        known = {r[0] for r in self._conn.execute("SELECT id FROM mailboxes")}
+        for entry in os.scandir(self.layout.keys):
+            if entry.name.endswith(".json") and entry.name[:-5] not in known:
+                if layout.BLOB_NAME.match(entry.name[:-5]):
+                    os.unlink(entry.path)
+                    report.orphan_keyrings += 1
+        return report
+
+    def _drop_missing_blobs(self, blob_ids: Iterable[str]) -> int:
+        """Index rows whose blob is gone cannot be read: report and remove them."""
+        dropped = 0
+        with self._lock, self._transaction():
+            for blob_id in blob_ids:
+                rows = self._conn.execute(
+                    "SELECT mailbox_id, stored_size FROM deliveries WHERE blob_id = ?", (blob_id,)
+                ).fetchall()
+                for mailbox_id, stored in rows:
+                    self._conn.execute(
+                        "UPDATE mailboxes SET used = used - ?, messages = messages - 1 "
+                        "WHERE id = ?",
+                        (stored, mailbox_id),
+                    )
+                self._conn.execute("DELETE FROM deliveries WHERE blob_id = ?", (blob_id,))
+                self._conn.execute("DELETE FROM blobs WHERE id = ?", (blob_id,))
+                log.error("blob %s is missing: removed %d delivery rows", blob_id, len(rows))
+                dropped += len(rows)
+        return dropped
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DriveUnavailable("the drive is closed")
+
+    # -- mailboxes ---------------------------------------------------------------------
+
+    def create_mailbox(
+        self,
+        address: str,
+        *,
+        quota: int,
+        password: str | None = None,
+        public_key: bytes | None = None,
+    ) -> tuple[MailboxInfo, str | None]:
+        """Create a mailbox. With a password: returns the one-time recovery code.
+
+        With `public_key` instead, the mailbox is end-to-end: the box keeps only the
+        public key and never sees the secret one.
+        """
+        self._check_open()
+        addr = normalize_address(address)
+        if (password is None) == (public_key is None):
+            raise ValueError("give either a password or a public key")
+        with self._lock:
+            if addr in self._addresses:
+                raise MailboxExists(f"a mailbox for {addr} exists already")
+        mailbox_id = crypto.new_id()
+        code: str | None = None
+        if password is not None:
+            ring, _secret, code = crypto.Keyring.create(mailbox_id, password, self.limits)
+        else:
+            ring = crypto.Keyring.public_only(mailbox_id, public_key or b"")
+        sealed_addr = crypto.seal_to(self.keys.sealing.public_key, addr.encode())
+        with self._lock:
+            if addr in self._addresses:
+                raise MailboxExists(f"a mailbox for {addr} exists already")
+            # Keyring first: a crash before the row leaves an orphan keyring, which
+            # recovery removes; never a row without its keyring.
+            write_atomic(self.layout.keyring(mailbox_id), ring.to_json(), mode=0o600)
+            with self._transaction():
+                self._conn.execute(
+                    "INSERT INTO mailboxes (id, address_sealed, public_key, quota, end_to_end, "
+                    "created) VALUES (?, ?, ?, ?, ?, ?)",
+                    (mailbox_id, sealed_addr, ring.public_key, quota, int(ring.end_to_end),
+                     int(time.time())),
+                )
+            self._addresses[addr] = mailbox_id
+            self._by_id[mailbox_id] = addr
+        return self.mailbox(mailbox_id), code
+
+    def mailbox(self, mailbox_id: str) -> MailboxInfo:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT public_key, quota, used, messages, end_to_end FROM mailboxes WHERE id = ?",
+                (mailbox_id,),
+            ).fetchone()
+            if row is None:
+                raise MailboxNotFound(f"no mailbox with id {mailbox_id}")
+            address = self._by_id[mailbox_id]
+        return MailboxInfo(mailbox_id, address, row[0], row[1], row[2], row[3], bool(row[4]))
+
+    def find_mailbox(self, address: str) -> MailboxInfo | None:
+        try:
+            addr = normalize_address(address)
+        except ValueError:
+            return None
+        with self._lock:
+            mailbox_id = self._addresses.get(addr)
+        return None if mailbox_id is None else self.mailbox(mailbox_id)
+
+    def mailboxes(self) -> list[MailboxInfo]:
+        with self._lock:
+            ids = sorted(self._addresses.items())
+        return [self.mailbox(i) for _, i in ids]
+
+    def local_domains(self) -> set[str]:
+        with self._lock:
+            return {a.rpartition("@")[2] for a in self._addresses}
+
+    def keyring(self, mailbox_id: str) -> crypto.Keyring:
+        try:
+            return crypto.Keyring.from_json(self.layout.keyring(mailbox_id).read_bytes())
+        except FileNotFoundError:
+            raise MessageDamaged(f"the keyring of mailbox {mailbox_id} is missing") from None
+
+    def unlock(self, mailbox_id: str, password: str) -> PrivateKey:
+        """Unwrap a mailbox key (Argon2id: seconds on a small board; call off the loop)."""
+        return self.keyring(mailbox_id).unlock(password)
+
+    def recover_key(self, mailbox_id: str, code: str) -> PrivateKey:
+        return self.keyring(mailbox_id).recover(code)
+
+    def change_password(self, mailbox_id: str, secret: PrivateKey, new_password: str) -> None:
+        """Rewrap the key under a new password; the mail itself is not touched."""
+        ring = self.keyring(mailbox_id).with_password(secret, new_password, self.limits)
+        write_atomic(self.layout.keyring(mailbox_id), ring.to_json(), mode=0o600)
+
+    def reset_recovery_code(self, mailbox_id: str, secret: PrivateKey) -> str:
+        ring, code = self.keyring(mailbox_id).with_new_recovery_code(secret)
+        write_atomic(self.layout.keyring(mailbox_id), ring.to_json(), mode=0o600)
+        return code
+
+    def set_quota(self, mailbox_id: str, quota: int) -> None:
+        with self._lock, self._transaction():
+            self._conn.execute("UPDATE mailboxes SET quota = ? WHERE id = ?", (quota, mailbox_id))
+
+    # -- delivery ----------------------------------------------------------------------
+
+    def begin(self, mail_from: str, *, received: int | None = None) -> Delivery:
+        self._check_open()
+        return Delivery(self, mail_from, int(time.time()) if received is None else received)
+
+    def deliver(self, mail_from: str, recipients: Iterable[str], body: bytes) -> list[str]:
+        """Begin, add, write, commit in one call: for the CLI, notices and tests."""
+        delivery = self.begin(mail_from)
+        try:
+            for rcpt in recipients:
+                delivery.add_recipient(rcpt)
+            delivery.write(body)
+        except BaseException:
+            delivery.abort()
+            raise
+        return delivery.commit()
+
+    def _apply_batch(self, requests: Sequence[_CommitRequest]) -> list[list[str] | BaseException]:
+        """Make a batch durable: fsync blobs, rename, fsync dirs, one index transaction."""
+        results: list[list[str] | BaseException | None] = [None] * len(requests)
+
+        def sync(req: _CommitRequest) -> None:
+            try:
+                os.fsync(req.file.fileno())
+            finally:
+                req.file.close()
+
+        if len(requests) == 1:  # no thread hop for a lone delivery
+            errors = [_attempt(sync, requests[0])]
+        else:
+            errors = [f.exception() for f in [self._fsync_pool.submit(sync, r) for r in requests]]
+        dirs: set[Path] = set()
+        for i, (req, error) in enumerate(zip(requests, errors, strict=True)):
+            try:
+                if error is not None:
+                    raise error
+                os.rename(self.layout.blob_tmp(req.blob_id), self.layout.blob(req.blob_id))
+                dirs.add(self.layout.blob(req.blob_id).parent)
+            except OSError as exc:
+                results[i] = _io_error(exc)
+                with contextlib.suppress(OSError):
+                    os.unlink(self.layout.blob_tmp(req.blob_id))
+        try:
+            for d in dirs:
+                fsync_dir(d)
+        except OSError as exc:
+            err = _io_error(exc)
+            for i in range(len(results)):
+                results[i] = results[i] or err
+            dirs.clear()
+
+        batch = _Batch()
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._maybe_expire(batch)
+                for i, req in enumerate(requests):
+                    if results[i] is not None:
+                        continue
+                    self._conn.execute("SAVEPOINT delivery")
+                    try:
+                        results[i] = self._insert(req, batch)
+                        self._conn.execute("RELEASE delivery")
+                    except DriveError as exc:
+                        self._conn.execute("ROLLBACK TO delivery")
+                        self._conn.execute("RELEASE delivery")
+                        results[i] = exc
+                self._conn.execute("COMMIT")
+            except (sqlite3.Error, OSError) as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+                err = DriveUnavailable(f"the index could not commit: {exc}")
+                results = [r if isinstance(r, BaseException) else err for r in results]
+                batch = _Batch(unlink=[])
+        for req, res in zip(requests, results, strict=True):
+            if isinstance(res, BaseException):
+                batch.unlink.append(req.blob_id)
+        for blob_id in batch.unlink:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.layout.blob(blob_id))
+        return results  # type: ignore[return-value]
+
+    def _insert(self, req: _CommitRequest, batch: _Batch) -> list[str]:
+        """Index one delivery inside the batch transaction, evicting to make room."""
+        size = req.summary.stored_size
+        self._conn.execute(
+            "INSERT INTO blobs (id, stored_size, cipher_hash, refs) VALUES (?, ?, ?, ?)",
+            (req.blob_id, size, req.summary.cipher_hash, len(req.rows)),
+        )
+        ids = []
+        for mailbox, delivery_id, sealed in req.rows:
+            self._make_room(mailbox, size, batch, reason="quota")
+            self._conn.execute(
+                "INSERT INTO deliveries (id, mailbox_id, blob_id, plain_size, stored_size, "
+                "received, meta) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (delivery_id, mailbox.id, req.blob_id, req.summary.plain_size, size,
+                 req.received, sealed),
+            )
+            self._conn.execute(
+                "UPDATE mailboxes SET used = used + ?, messages = messages + 1 WHERE id = ?",
+                (size, mailbox.id),
+            )
+            ids.append(delivery_id)
+        self._check_reserve(req, batch)
+        return ids
+
+    def _make_room(self, mailbox: MailboxInfo, incoming: int, batch: _Batch, reason: str) -> None:
+        quota, used = self._conn.execute(
+            "SELECT quota, used FROM mailboxes WHERE id = ?", (mailbox.id,)
+        ).fetchone()
+        if incoming > quota:
+            raise MessageTooLarge(
+                f"a message of {incoming} stored bytes exceeds the mailbox quota of {quota}"
+            )
+        if used + incoming <= quota:
+            return
+        # Room for the notice as well, when it fits at all.
+        allowance = NOTICE_ALLOWANCE if incoming + NOTICE_ALLOWANCE <= quota else 0
+        evicted = self._evict(mailbox.id, used + incoming + allowance - quota, reason, batch)
+        self._notify(mailbox, evicted, reason, quota, batch, allowance > 0)
+
+    def _evict(self, mailbox_id: str, need: int, reason: str, batch: _Batch) -> list[Evicted]:
+        """Remove the mailbox's oldest deliveries, retrieved ones first, until `need` is freed.
+
+        Walks the (mailbox, retrieved DESC, seq) index page by page: O(evicted · log n).
+        """
+        evicted: list[Evicted] = []
+        now = int(time.time())
+        while need > 0:
+            page = self._conn.execute(
+                "SELECT seq, id, blob_id, stored_size, plain_size, received FROM deliveries "
+                "WHERE mailbox_id = ? ORDER BY retrieved DESC, seq LIMIT ?",
+                (mailbox_id, EVICT_PAGE),
+            ).fetchall()
+            if not page:
+                break
+            for seq, delivery_id, blob_id, stored, plain, received in page:
+                self._remove_delivery(seq, mailbox_id, blob_id, stored, batch)
+                self._conn.execute(
+                    "INSERT INTO evictions (mailbox_id, delivery_id, at, received, plain_size, "
+                    "reason) VALUES (?, ?, ?, ?, ?, ?)",
+                    (mailbox_id, delivery_id, now, received, plain, reason),
+                )
+                evicted.append(Evicted(delivery_id, received, plain))
+                need -= stored
+                if need <= 0:
+                    break
+        if evicted:
+            log.info("evicted %d deliveries (%s)", len(evicted), reason)
+        return evicted
+
+    def _remove_delivery(
+        self, seq: int, mailbox_id: str, blob_id: str, stored: int, batch: _Batch
+    ) -> None:
+        self._conn.execute("DELETE FROM deliveries WHERE seq = ?", (seq,))
+        self._conn.execute(
+            "UPDATE mailboxes SET used = used - ?, messages = messages - 1 WHERE id = ?",
+            (stored, mailbox_id),
+        )
+        refs = self._conn.execute(
+            "UPDATE blobs SET refs = refs - 1 WHERE id = ? RETURNING refs, stored_size",
+            (blob_id,),
+        ).fetchone()
+        if refs is not None and refs[0] <= 0:
+            self._conn.execute("DELETE FROM blobs WHERE id = ?", (blob_id,))
+            batch.unlink.append(blob_id)
+            batch.freed += refs[1]
+
+    def _notify(
+        self,
+        mailbox: MailboxInfo,
+        evicted: list[Evicted],
+        reason: str,
+        quota: int,
+        batch: _Batch,
+        fits: bool,
+    ) -> None:
+        """Leave a notice in the mailbox, encrypted like any message, inside this transaction."""
+        if not evicted or not fits:
+            return
+        body = eviction_notice(mailbox.address, self.hostname, evicted, reason, quota)
+        blob_id = crypto.new_id()
+        key = crypto.new_blob_key()
+        tmp = self.layout.blob_tmp(blob_id)
+        with open(tmp, "xb") as fh:
+            writer = crypto.BlobWriter(fh, key, blob_id)
+            writer.write(body)
+            summary = writer.finish()
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(tmp, self.layout.blob(blob_id))
+        fsync_dir(self.layout.blob(blob_id).parent)
+        delivery_id = crypto.new_id()
+        received = int(time.time())
+        sniffer = HeaderSniffer()
+        sniffer.feed(body)
+        meta = crypto.DeliveryMeta(
+            delivery_id, blob_id, key, summary.header, summary.plain_size, summary.stored_size,
+            summary.cipher_hash, received, "", mailbox.address, sniffer.headers(), kind="notice",
+        )
+        sealed = crypto.seal_meta(meta, self.keys.signing, mailbox.public_key)
+        self._conn.execute(
+            "INSERT INTO blobs (id, stored_size, cipher_hash, refs) VALUES (?, ?, ?, 1)",
+            (blob_id, summary.stored_size, summary.cipher_hash),
+        )
+        self._conn.execute(
+            "INSERT INTO deliveries (id, mailbox_id, blob_id, plain_size, stored_size, received, "
+            "meta) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (delivery_id, mailbox.id, blob_id, summary.plain_size, summary.stored_size,
+             received, sealed),
+        )
+        self._conn.execute(
+            "UPDATE mailboxes SET used = used + ?, messages = messages + 1 WHERE id = ?",
+            (summary.stored_size, mailbox.id),
+        )
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.layout.base)
+        return st.f_bavail * st.f_frsize
+
+    def _check_reserve(self, req: _CommitRequest, batch: _Batch) -> None:
+        """Keep the drive's free-space reserve, evicting from the recipients if needed.
+
+        The blob is already written, so free space already counts it; what this
+        batch will unlink after commit counts as free.
+        """
+        reserve = self.settings.reserve
+        short = reserve - (self.free_bytes() + batch.freed)
+        if short <= 0:
+            return
+        for mailbox, _, _ in req.rows:
+            before = batch.freed
+            evicted = self._evict_excluding(mailbox.id, req.blob_id, short, batch)
+            short -= batch.freed - before
+            self._notify(mailbox, evicted, "reserve", mailbox.quota, batch, True)
+            if short <= 0:
+                return
+        raise StorageFull(
+            f"the drive is full: {reserve} bytes must stay free and eviction cannot free enough"
+        )
+
+    def _evict_excluding(
+        self, mailbox_id: str, blob_id: str, need: int, batch: _Batch
+    ) -> list[Evicted]:
+        """Reserve eviction: oldest first, but never the message being delivered."""
+        evicted: list[Evicted] = []
+        now = int(time.time())
+        freed_at_start = batch.freed
+        cursor = -1
+        while batch.freed - freed_at_start < need:
+            page = self._conn.execute(
+                "SELECT seq, id, blob_id, stored_size, plain_size, received FROM deliveries "
+                "WHERE mailbox_id = ? AND blob_id != ? AND seq > ? ORDER BY seq LIMIT ?",
+                (mailbox_id, blob_id, cursor, EVICT_PAGE),
+            ).fetchall()
+            if not page:
+                break
+            for seq, delivery_id, b_id, stored, plain, received in page:
+                cursor = seq
+                self._remove_delivery(seq, mailbox_id, b_id, stored, batch)
+                self._conn.execute(
+                    "INSERT INTO evictions (mailbox_id, delivery_id, at, received, plain_size, "
+                    "reason) VALUES (?, ?, ?, ?, ?, 'reserve')",
+                    (mailbox_id, delivery_id, now, received, plain),
+                )
+                evicted.append(Evicted(delivery_id, received, plain))
+                if batch.freed - freed_at_start >= need:
+                    break
+        return evicted
+
+    # -- retention ---------------------------------------------------------------------
+
+    def _maybe_expire(self, batch: _Batch) -> None:
+        if self.settings.keep_days and time.monotonic() - self._last_expire > 3600:
+            self._expire_rows(batch)
+
+    def _expire_rows(self, batch: _Batch) -> int:
+        self._last_expire = time.monotonic()
+        cutoff = int(time.time()) - self.settings.keep_days * DAY
+        now = int(time.time())
+        removed = 0
+        while True:
+            page = self._conn.execute(
+                "SELECT seq, id, mailbox_id, blob_id, stored_size, plain_size, received "
+                "FROM deliveries WHERE received < ? ORDER BY received LIMIT 500",
+                (cutoff,),
+            ).fetchall()
+            if not page:
+                return removed
+            for seq, delivery_id, mailbox_id, blob_id, stored, plain, received in page:
+                self._remove_delivery(seq, mailbox_id, blob_id, stored, batch)
+                self._conn.execute(
+                    "INSERT INTO evictions (mailbox_id, delivery_id, at, received, plain_size, "
+                    "reason) VALUES (?, ?, ?, ?, ?, 'retention')",
+                    (mailbox_id, delivery_id, now, received, plain),
+                )
+                removed += 1
+
+    def expire(self) -> int:
+        """Apply `keep_days` now; returns how many deliveries were removed."""
+        if not self.settings.keep_days:
+            return 0
+        batch = _Batch()
+        with self._lock, self._transaction():
+            removed = self._expire_rows(batch)
+        self._unlink(batch.unlink)
+        return removed
+
+    def _unlink(self, blob_ids: Iterable[str]) -> None:
+        for blob_id in blob_ids:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.layout.blob(blob_id))
+
+    # -- reading -----------------------------------------------------------------------
+
+    def list(self, mailbox_id: str) -> list[DeliveryInfo]:
+        """A mailbox's deliveries in arrival order."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, plain_size, stored_size, received, retrieved FROM deliveries "
+                "WHERE mailbox_id = ? ORDER BY seq",
+                (mailbox_id,),
+            ).fetchall()
+        return [DeliveryInfo(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
+
+    def sealed_meta(self, mailbox_id: str, delivery_id: str) -> tuple[str, bytes]:
+        """(blob id, sealed metadata) of one delivery, for end-to-end readers."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT blob_id, meta FROM deliveries WHERE id = ? AND mailbox_id = ?",
+                (delivery_id, mailbox_id),
+            ).fetchone()
+        if row is None:
+            raise MailboxNotFound(f"no delivery {delivery_id} in this mailbox")
+        return row[0], row[1]
+
+    def open_message(self, mailbox_id: str, delivery_id: str, secret: PrivateKey) -> Message:
+        """Open a delivery with the mailbox's unwrapped key; verifies before any byte."""
+        blob_id, sealed = self.sealed_meta(mailbox_id, delivery_id)
+        try:
+            meta = crypto.open_meta(sealed, secret, [self.keys.verify_key])
+        except crypto.MetaError as exc:
+            raise MessageDamaged(f"delivery {delivery_id}: {exc}") from None
+        if meta.delivery_id != delivery_id or meta.blob_id != blob_id:
+            raise MessageDamaged(
+                f"delivery {delivery_id}: its metadata belongs to another delivery (swapped)"
+            )
+        return Message(meta, self.layout.blob(blob_id))
+
+    def blob_path(self, blob_id: str) -> Path:
+        return self.layout.blob(blob_id)
+
+    def mark_retrieved(self, mailbox_id: str, delivery_ids: Iterable[str]) -> None:
+        ids = list(delivery_ids)
+        with self._lock, self._transaction():
+            self._conn.executemany(
+                "UPDATE deliveries SET retrieved = 1 WHERE id = ? AND mailbox_id = ?",
+                [(i, mailbox_id) for i in ids],
+            )
+
+    def delete(self, mailbox_id: str, delivery_ids: Iterable[str]) -> int:
+        """Delete a batch atomically: all of it is durable when this returns, or none."""
+        self._check_open()
+        batch = _Batch()
+        deleted = 0
+        with self._lock:
+            try:
+                with self._transaction():
+                    for delivery_id in delivery_ids:
+                        row = self._conn.execute(
+                            "SELECT seq, blob_id, stored_size FROM deliveries "
+                            "WHERE id = ? AND mailbox_id = ?",
+                            (delivery_id, mailbox_id),
+                        ).fetchone()
+                        if row is None:
+                            continue
+                        self._remove_delivery(row[0], mailbox_id, row[1], row[2], batch)
+                        deleted += 1
+            except sqlite3.Error as exc:
+                raise DriveUnavailable(f"the index could not commit: {exc}") from None
+        self._unlink(batch.unlink)
+        return deleted
+
+    def evictions(self, mailbox_id: str, limit: int = 100) -> list[EvictionRecord]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT delivery_id, at, received, plain_size, reason FROM evictions "
+                "WHERE mailbox_id = ? ORDER BY seq DESC LIMIT ?",
+                (mailbox_id, limit),
+            ).fetchall()
+        return [EvictionRecord(*r) for r in rows]
+
+    # -- figures -----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int | str]:
+        with self._lock:
+            mailboxes = self._conn.execute("SELECT COUNT(*) FROM mailboxes").fetchone()[0]
+            deliveries = self._conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0]
+            blobs, stored = self._conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(stored_size), 0) FROM blobs"
+            ).fetchone()
+            evictions = self._conn.execute("SELECT COUNT(*) FROM evictions").fetchone()[0]
+        return {
+            "drive_id": self.identity.drive_id,
+            "format_version": self.identity.version,
+            "mailboxes": mailboxes,
+            "deliveries": deliveries,
+            "blobs": blobs,
+            "stored_bytes": stored,
+            "evictions": evictions,
+            "free_bytes": self.free_bytes(),
+            "reserve_bytes": self.settings.reserve,
+            "commit_batches": self._committer.batches,
+            "commit_items": self._committer.items,
+        }
+
+    def public_key(self, mailbox_id: str) -> PublicKey:
+        return PublicKey(self.mailbox(mailbox_id).public_key)
