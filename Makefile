@@ -31,7 +31,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	scripts/apt-ensure $(BENCH_DEBS)
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(BENCH)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check appliance tests bench

@@ -1,0 +1,282 @@
+"""The `letterbox` command: one entry point for the appliance, its administration and clients.
+
+Global options pick the state (`--data`) and the settings (`--config`); every
+subcommand has `--help`. Errors a person can act on are printed as one line and
+exit 1 (2 for usage errors); tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from letterbox import __version__, config
+from letterbox.boxkeys import BoxKeys
+from letterbox.crypto import Argon2Limits, CryptoFailure
+from letterbox.drive import Drive, DriveError, MailboxInfo
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def _size(value: str) -> int:
+    try:
+        return config.Size.parse(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _human(n: int) -> str:
+    for unit, scale in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return f"{n}B"
+
+
+class Context:
+    """What every subcommand needs: settings, the data directory, and the drive."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.data_dir: Path = args.data
+        try:
+            self.config = config.load(args.config)
+        except config.ConfigError as exc:
+            raise UserError(str(exc)) from None
+
+    @property
+    def limits(self) -> Argon2Limits:
+        c = self.config.crypto
+        return Argon2Limits(c.argon2_opslimit, int(c.argon2_memlimit))
+
+    def keys(self) -> BoxKeys:
+        return BoxKeys.load_or_create(self.data_dir)
+
+    def open_drive(self, *, create: bool = True) -> Drive:
+        try:
+            return Drive.open(
+                self.config.drive_path(self.data_dir),
+                self.keys(),
+                settings=self.config.drive,
+                limits=self.limits,
+                hostname=self.config.box.hostname,
+                create=create,
+            )
+        except DriveError as exc:
+            raise UserError(str(exc)) from None
+
+
+def _read_password(args: argparse.Namespace, prompt: str = "Password") -> str:
+    if getattr(args, "password_stdin", False):
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(f"{prompt}: ")
+        if getpass.getpass(f"{prompt} (again): ") != password:
+            raise UserError("the passwords do not match")
+    if not password:
+        raise UserError("the password must not be empty")
+    return password
+
+
+def _find(drive: Drive, address: str) -> MailboxInfo:
+    mailbox = drive.find_mailbox(address)
+    if mailbox is None:
+        raise UserError(f"no mailbox for {address}")
+    return mailbox
+
+
+# -- mailbox -----------------------------------------------------------------------------
+
+
+def cmd_mailbox_add(ctx: Context, args: argparse.Namespace) -> int:
+    quota = args.quota if args.quota is not None else ctx.config.mailbox.default_quota
+    password = _read_password(args)
+    with ctx.open_drive() as drive:
+        try:
+            mailbox, code = drive.create_mailbox(args.address, quota=quota, password=password)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    print(f"Created mailbox {mailbox.address} (quota {_human(mailbox.quota)}).")
+    print(f"Mail for {mailbox.domain} is now accepted by this box.")
+    print()
+    print("Recovery code (shown once; write it down and keep it safe):")
+    print()
+    print(f"    {code}")
+    print()
+    print("With it you can set a new password if this one is forgotten. Without both,")
+    print("nobody - not even this box - can read the mail in this mailbox.")
+    return 0
+
+
+def cmd_mailbox_list(ctx: Context, args: argparse.Namespace) -> int:
+    with ctx.open_drive() as drive:
+        boxes = drive.mailboxes()
+    if not boxes:
+        print("No mailboxes yet. Add one with: letterbox mailbox add ADDRESS")
+        return 0
+    width = max(len("ADDRESS"), *(len(m.address) for m in boxes))
+    print(f"{'ADDRESS':<{width}}  {'QUOTA':>8}  {'USED':>8}  {'MESSAGES':>8}  MODE")
+    for m in boxes:
+        mode = "end-to-end" if m.end_to_end else "unlocked at login"
+        print(
+            f"{m.address:<{width}}  {_human(m.quota):>8}  {_human(m.used):>8}  "
+            f"{m.messages:>8}  {mode}"
+        )
+    return 0
+
+
+def cmd_mailbox_passwd(ctx: Context, args: argparse.Namespace) -> int:
+    """Set a new password, proving ownership with the old one or the recovery code."""
+    with ctx.open_drive() as drive:
+        mailbox = _find(drive, args.address)
+        try:
+            if args.recovery_code_stdin:
+                code = sys.stdin.readline().strip()
+                secret = drive.recover_key(mailbox.id, code)
+            else:
+                secret = drive.unlock(mailbox.id, _read_password(args, "Current password"))
+        except CryptoFailure as exc:
+            raise UserError(str(exc)) from None
+        new = _read_password(args, "New password")
+        drive.change_password(mailbox.id, secret, new)
+    print(f"Password of {mailbox.address} changed; its mail was not touched.")
+    return 0
+
+
+def cmd_mailbox_recovery_reset(ctx: Context, args: argparse.Namespace) -> int:
+    with ctx.open_drive() as drive:
+        mailbox = _find(drive, args.address)
+        try:
+            secret = drive.unlock(mailbox.id, _read_password(args, "Password"))
+        except CryptoFailure as exc:
+            raise UserError(str(exc)) from None
+        code = drive.reset_recovery_code(mailbox.id, secret)
+    print(f"New recovery code for {mailbox.address} (the old one no longer works):")
+    print()
+    print(f"    {code}")
+    return 0
+
+
+# -- drive -------------------------------------------------------------------------------
+
+
+def cmd_drive_check(ctx: Context, args: argparse.Namespace) -> int:
+    from letterbox.drive.check import check_drive
+
+    report = check_drive(ctx.config.drive_path(ctx.data_dir), ctx.keys())
+    print(report.render())
+    return 0 if report.ok else 1
+
+
+def cmd_drive_stats(ctx: Context, args: argparse.Namespace) -> int:
+    with ctx.open_drive() as drive:
+        stats = drive.stats()
+        boxes = drive.mailboxes()
+    print(f"Drive {stats['drive_id']} (format {stats['format_version']})")
+    print(f"  location:    {ctx.config.drive_path(ctx.data_dir)}")
+    print(f"  mailboxes:   {stats['mailboxes']}")
+    print(f"  messages:    {stats['deliveries']} deliveries in {stats['blobs']} blobs")
+    print(f"  stored:      {_human(int(stats['stored_bytes']))}")
+    print(f"  free:        {_human(int(stats['free_bytes']))} "
+          f"(reserve {_human(int(stats['reserve_bytes']))})")
+    print(f"  evictions:   {stats['evictions']}")
+    for m in boxes:
+        pct = 100 * m.used / m.quota if m.quota else 0
+        print(f"  {m.address}: {_human(m.used)} of {_human(m.quota)} ({pct:.0f}%), "
+              f"{m.messages} messages")
+    return 0
+
+
+# -- run ---------------------------------------------------------------------------------
+
+
+def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
+    from letterbox.app import run_appliance
+
+    return run_appliance(ctx.config, ctx.data_dir, dev=args.dev)
+
+
+# -- parser ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="letterbox",
+        description="Letterbox: a home mail box. Receives the household's mail, keeps it "
+        "encrypted on a USB drive, serves it to ordinary mail clients.",
+    )
+    parser.add_argument("--version", action="version", version=f"letterbox {__version__}")
+    parser.add_argument(
+        "--data", type=Path, default=Path(".letterbox"), metavar="DIR",
+        help="directory holding all state: box keys, and the drive unless drive.path is set "
+        "(default: ./.letterbox)",
+    )
+    parser.add_argument(
+        "--config", type=Path, default=None, metavar="FILE",
+        help="TOML settings file; every setting has a built-in default",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(parent: argparse._SubParsersAction, name: str, fn: Callable, help: str,
+            description: str | None = None) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help, description=description or help)
+        p.set_defaults(func=fn)
+        return p
+
+    run = add(sub, "run", cmd_run, "run the appliance (SMTP and the other listeners)")
+    run.add_argument("--dev", action="store_true",
+                     help="unprivileged ports (SMTP 2525) and the directory drive under --data")
+
+    mailbox = sub.add_parser("mailbox", help="add and list mailboxes",
+                             description="Manage the household's mailboxes.")
+    msub = mailbox.add_subparsers(dest="mailbox_command", required=True, metavar="ACTION")
+    p = add(msub, "add", cmd_mailbox_add, "create a mailbox and its keyring",
+            "Create a mailbox, make its domain local, and print its recovery code once.")
+    p.add_argument("address", metavar="ADDRESS")
+    p.add_argument("--quota", type=_size, default=None, help="e.g. 2G, 500M (default: config)")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the password from the first line of standard input")
+    add(msub, "list", cmd_mailbox_list, "list mailboxes with quota, usage and message count")
+    p = add(msub, "passwd", cmd_mailbox_passwd, "set a new password (mail is not touched)",
+            "Set a new password, proving ownership with the current password or, with "
+            "--recovery-code-stdin, the recovery code.")
+    p.add_argument("address", metavar="ADDRESS")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read passwords from standard input, one per line")
+    p.add_argument("--recovery-code-stdin", action="store_true",
+                   help="read the recovery code from the first line of standard input")
+    p = add(msub, "recovery-reset", cmd_mailbox_recovery_reset,
+            "replace the recovery code (needs the password)")
+    p.add_argument("address", metavar="ADDRESS")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the password from the first line of standard input")
+
+    drive = sub.add_parser("drive", help="check and describe the drive",
+                           description="Inspect the drive that holds the mail.")
+    dsub = drive.add_subparsers(dest="drive_command", required=True, metavar="ACTION")
+    add(dsub, "check", cmd_drive_check, "verify every blob and index row; exit 1 on damage")
+    add(dsub, "stats", cmd_drive_stats, "show usage, counts and free space")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        ctx = Context(args)
+        return int(args.func(ctx, args) or 0)
+    except UserError as exc:
+        print(f"letterbox: {exc}", file=sys.stderr)
+        return 1
+    except (DriveError, CryptoFailure) as exc:
+        print(f"letterbox: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
