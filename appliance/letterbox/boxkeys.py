@@ -42,7 +42,9 @@ class BoxKeys:
         except FileNotFoundError:
             pass
         except (ValueError, KeyError, TypeError) as exc:
-            raise SystemExit(f"box keys in {path} are damaged ({exc}); restore them from backup")
+            raise SystemExit(
+                f"box keys in {path} are damaged ({exc}); restore them from backup"
+            ) from None
         keys = cls(SigningKey.generate(), PrivateKey.generate())
         doc = {
             "signing_seed": bytes(keys.signing).hex(),

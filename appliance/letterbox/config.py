@@ -12,7 +12,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, ClassVar, get_type_hints
 
 
 class ConfigError(ValueError):
@@ -22,7 +22,9 @@ class ConfigError(ValueError):
 class Size(int):
     """A byte count written as `2G`, `64M`, `512K` or a plain number in a config file."""
 
-    _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    _UNITS: ClassVar[dict[str, int]] = {
+        "": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40,
+    }
     _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
 
     @classmethod

@@ -528,5 +528,6 @@ class Keyring:
 
     def with_new_recovery_code(self, secret: PrivateKey) -> tuple[Keyring, str]:
         code = new_recovery_code()
-        slot = _wrap(_recovery_key(code), "recovery", self.mailbox_id, self.public_key, bytes(secret))
+        key = _recovery_key(code)
+        slot = _wrap(key, "recovery", self.mailbox_id, self.public_key, bytes(secret))
         return Keyring(self.mailbox_id, self.public_key, self.password_slot, slot), code

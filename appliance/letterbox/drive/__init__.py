@@ -4,6 +4,7 @@ Protocol code imports from here only; see store.py for the interface and its
 durability promises, and docs/format.md for the bytes on disk.
 """
 
+from letterbox.drive.delivery import Delivery, Message
 from letterbox.drive.errors import (
     DriveError,
     DriveFormatError,
@@ -14,16 +15,14 @@ from letterbox.drive.errors import (
     MessageTooLarge,
     StorageFull,
 )
-from letterbox.drive.store import (
-    Delivery,
+from letterbox.drive.records import (
     DeliveryInfo,
-    Drive,
     EvictionRecord,
     MailboxInfo,
-    Message,
     RecoveryReport,
     normalize_address,
 )
+from letterbox.drive.store import Drive
 
 __all__ = [
     "Delivery",

@@ -41,6 +41,7 @@ CREATE TABLE deliveries (
     stored_size INTEGER NOT NULL,
     received    INTEGER NOT NULL,        -- Unix seconds
     retrieved   INTEGER NOT NULL DEFAULT 0,
+    notice      INTEGER NOT NULL DEFAULT 0,  -- written by the box itself (eviction notice)
     meta        BLOB NOT NULL            -- sealed, signed metadata
 );
 CREATE INDEX deliveries_evict ON deliveries (mailbox_id, retrieved DESC, seq);
@@ -56,6 +57,14 @@ CREATE TABLE evictions (
     reason      TEXT NOT NULL            -- quota, reserve or retention
 );
 CREATE INDEX evictions_mailbox ON evictions (mailbox_id, seq);
+-- The one unread eviction notice of a mailbox, and the first eviction it covers:
+-- a newer notice replaces it, so a full mailbox gets one notice, not one per message.
+CREATE TABLE notices (
+    mailbox_id  TEXT PRIMARY KEY,
+    delivery_id TEXT NOT NULL,
+    since_seq   INTEGER NOT NULL,
+    evicted     INTEGER NOT NULL         -- evictions it reports
+);
 """
 
 
@@ -76,7 +85,7 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
             conn.executescript(f"BEGIN; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
             version = SCHEMA_VERSION
         # Touch every table so that a damaged file fails here, not in the middle of a delivery.
-        for table in ("mailboxes", "blobs", "deliveries", "evictions"):
+        for table in ("mailboxes", "blobs", "deliveries", "evictions", "notices"):
             conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchall()
     except sqlite3.DatabaseError as exc:
         raise DriveFormatError(

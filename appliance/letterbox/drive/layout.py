@@ -89,7 +89,9 @@ def read_identity(layout: Layout) -> Identity:
         name, version = doc["format"], int(doc["version"])
         drive_id, created = str(doc["drive_id"]), int(doc["created"])
     except FileNotFoundError:
-        raise DriveFormatError(f"{layout.root} is not a Letterbox drive (no letterbox/DRIVE)")
+        raise DriveFormatError(
+            f"{layout.root} is not a Letterbox drive (no letterbox/DRIVE)"
+        ) from None
     except (ValueError, KeyError, TypeError) as exc:
         raise DriveFormatError(f"{layout.identity} is damaged ({exc})") from None
     if name != FORMAT_NAME:

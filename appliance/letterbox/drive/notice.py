@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from email.utils import format_datetime, make_msgid
 from datetime import UTC, datetime
+from email.utils import format_datetime, make_msgid
 
 MAX_LISTED = 20
 # Upper bound of a notice's stored size, reserved when eviction starts so that the
@@ -32,10 +32,10 @@ def _size(n: int) -> str:
 
 
 def eviction_notice(
-    address: str, hostname: str, evicted: list[Evicted], reason: str, quota: int
+    address: str, hostname: str, evicted: list[Evicted], count: int, reason: str, quota: int
 ) -> bytes:
+    """The notice text; `evicted` lists the first few of `count` removed messages."""
     now = time.time()
-    count = len(evicted)
     why = (
         f"your mailbox reached its quota of {_size(quota)}"
         if reason == "quota"

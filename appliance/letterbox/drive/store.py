@@ -17,9 +17,7 @@ A crash at any point leaves at worst a temporary or an orphan blob, which
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import errno
 import logging
 import os
 import sqlite3
@@ -27,17 +25,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
-from nacl.public import PrivateKey, PublicKey
+from nacl.public import PrivateKey
 
 from letterbox import crypto
 from letterbox.boxkeys import BoxKeys
 from letterbox.config import DriveSettings
 from letterbox.drive import index, layout
 from letterbox.drive.committer import GroupCommitter
+from letterbox.drive.delivery import CommitRequest, Delivery, Message, io_error
 from letterbox.drive.errors import (
     DriveError,
     DriveFormatError,
@@ -45,260 +42,27 @@ from letterbox.drive.errors import (
     MailboxExists,
     MailboxNotFound,
     MessageDamaged,
-    MessageTooLarge,
-    StorageFull,
 )
-from letterbox.drive.headers import HeaderSniffer
-from letterbox.drive.notice import NOTICE_ALLOWANCE, Evicted, eviction_notice
+from letterbox.drive.records import (
+    DeliveryInfo,
+    EvictionRecord,
+    MailboxInfo,
+    RecoveryReport,
+    normalize_address,
+)
+from letterbox.drive.space import Batch, Space
 from letterbox.fsutil import fsync_dir, write_atomic
 
 log = logging.getLogger(__name__)
 
-WRITE_BUFFER = 256 * 1024
-EVICT_PAGE = 64
-DAY = 86400
 
 
-def normalize_address(address: str) -> str:
-    """The lookup form of an address: trimmed, angle brackets off, case folded.
-
-    Real mail systems treat local parts case-insensitively in practice, and a
-    household would be surprised if Anna@ and anna@ were different people.
-    """
-    addr = address.strip()
-    if addr.startswith("<") and addr.endswith(">"):
-        addr = addr[1:-1]
-    local, sep, domain = addr.rpartition("@")
-    if not sep or not local or not domain or any(c.isspace() for c in addr):
-        raise ValueError(f"not a mail address: {address!r}")
-    return f"{local.lower()}@{domain.lower().rstrip('.')}"
-
-
-@dataclass(frozen=True)
-class MailboxInfo:
-    id: str
-    address: str
-    public_key: bytes
-    quota: int
-    used: int
-    messages: int
-    end_to_end: bool
-
-    @property
-    def domain(self) -> str:
-        return self.address.rpartition("@")[2]
-
-
-@dataclass(frozen=True)
-class DeliveryInfo:
-    id: str
-    plain_size: int
-    stored_size: int
-    received: int
-    retrieved: bool
-
-
-@dataclass(frozen=True)
-class EvictionRecord:
-    delivery_id: str
-    at: int
-    received: int
-    plain_size: int
-    reason: str
-
-
-@dataclass
-class RecoveryReport:
-    """What open() had to clean up; empty after a clean shutdown."""
-
-    crashed: bool = False
-    temporaries: int = 0
-    orphan_blobs: int = 0
-    orphan_keyrings: int = 0
-    rows_without_blob: int = 0
-
-    def __bool__(self) -> bool:
-        return bool(
-            self.temporaries or self.orphan_blobs or self.orphan_keyrings or self.rows_without_blob
-        )
-
-
-@dataclass
-class _CommitRequest:
-    blob_id: str
-    file: BinaryIO
-    summary: crypto.BlobSummary
-    received: int
-    rows: list[tuple[MailboxInfo, str, bytes]]  # (mailbox, delivery id, sealed meta)
-
-
-@dataclass
-class _Batch:
-    """Bookkeeping of one index transaction: what to unlink once it has committed."""
-
-    unlink: list[str] = field(default_factory=list)
-    freed: int = 0  # bytes that unlinking will free, for the reserve check
-
-
-class Message:
-    """An opened delivery: verified metadata, and its plaintext as a stream of chunks."""
-
-    def __init__(self, meta: crypto.DeliveryMeta, path: Path) -> None:
-        self.meta = meta
-        self._path = path
-
-    def chunks(self) -> Iterator[bytes]:
-        try:
-            fh = open(self._path, "rb")  # noqa: SIM115 - closed by the generator
-        except FileNotFoundError:
-            raise MessageDamaged(f"blob {self.meta.blob_id} is missing") from None
-        except OSError as exc:
-            raise DriveUnavailable(f"cannot read blob {self.meta.blob_id}: {exc}") from None
-        with fh:
-            try:
-                yield from crypto.read_blob(
-                    fh,
-                    self.meta.blob_key,
-                    self.meta.blob_id,
-                    expected_hash=self.meta.cipher_hash,
-                    expected_header=self.meta.blob_header,
-                )
-            except crypto.BlobError as exc:
-                raise MessageDamaged(str(exc)) from None
-            except OSError as exc:
-                raise DriveUnavailable(f"cannot read blob {self.meta.blob_id}: {exc}") from None
-
-    def read(self) -> bytes:
-        """The whole message; for tests and small messages only."""
-        return b"".join(self.chunks())
-
-
-class Delivery:
-    """One incoming message on its way to one or more mailboxes (two-phase)."""
-
-    def __init__(self, drive: Drive, mail_from: str, received: int) -> None:
-        self._drive = drive
-        self.mail_from = mail_from
-        self.received = received
-        self.recipients: list[MailboxInfo] = []
-        self._rcpt_addresses: list[str] = []
-        self.blob_id = crypto.new_id()
-        self._key = crypto.new_blob_key()
-        self._tmp = drive.layout.blob_tmp(self.blob_id)
-        self._sniffer = HeaderSniffer()
-        self._state = "open"
-        try:
-            self._file: BinaryIO = open(self._tmp, "xb", buffering=WRITE_BUFFER)  # noqa: SIM115
-            self._writer = crypto.BlobWriter(self._file, self._key, self.blob_id)
-        except OSError as exc:
-            raise _io_error(exc) from None
-
-    @property
-    def size(self) -> int:
-        """Plaintext bytes written so far."""
-        return self._writer._plain
-
-    def add_recipient(self, address: str, size_hint: int | None = None) -> MailboxInfo:
-        """Accept one recipient, or say why not: unknown, or can never fit its quota."""
-        mailbox = self._drive.find_mailbox(address)
-        if mailbox is None:
-            raise MailboxNotFound(f"no mailbox for {address}")
-        if size_hint is not None and crypto.blob_stored_size(size_hint) > mailbox.quota:
-            raise MessageTooLarge(
-                f"a message of {size_hint} bytes exceeds the mailbox quota of {mailbox.quota}"
-            )
-        if all(m.id != mailbox.id for m in self.recipients):
-            self.recipients.append(mailbox)
-            self._rcpt_addresses.append(mailbox.address)
-        return mailbox
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._state != "open":
-            raise ValueError(f"delivery is {self._state}")
-        try:
-            self._sniffer.feed(data)
-            self._writer.write(data)
-        except OSError as exc:
-            self.abort()
-            raise _io_error(exc) from None
-
-    def _prepare(self) -> _CommitRequest:
-        if self._state != "open":
-            raise ValueError(f"delivery is {self._state}")
-        if not self.recipients:
-            raise ValueError("a delivery needs at least one recipient")
-        try:
-            summary = self._writer.finish()
-            self._file.flush()
-        except OSError as exc:
-            self.abort()
-            raise _io_error(exc) from None
-        self._state = "committing"
-        headers = self._sniffer.headers()
-        rows = []
-        for mailbox, address in zip(self.recipients, self._rcpt_addresses, strict=True):
-            delivery_id = crypto.new_id()
-            meta = crypto.DeliveryMeta(
-                delivery_id=delivery_id,
-                blob_id=self.blob_id,
-                blob_key=self._key,
-                blob_header=summary.header,
-                plain_size=summary.plain_size,
-                stored_size=summary.stored_size,
-                cipher_hash=summary.cipher_hash,
-                received=self.received,
-                mail_from=self.mail_from,
-                rcpt_to=address,
-                headers=headers,
-            )
-            sealed = crypto.seal_meta(meta, self._drive.keys.signing, mailbox.public_key)
-            rows.append((mailbox, delivery_id, sealed))
-        return _CommitRequest(self.blob_id, self._file, summary, self.received, rows)
-
-    def commit_future(self) -> Future[list[str]]:
-        """Hand the delivery to the committer; the future resolves once it is durable."""
-        try:
-            request = self._prepare()
-        except BaseException:
-            self.abort()
-            raise
-        fut = self._drive._committer.submit(request)
-        fut.add_done_callback(self._done)
-        return fut
-
-    def _done(self, fut: Future[list[str]]) -> None:
-        self._state = "committed" if fut.exception() is None else "refused"
-
-    def commit(self) -> list[str]:
-        """Durably store the message; returns one delivery id per recipient."""
-        return self.commit_future().result()
-
-    async def commit_async(self) -> list[str]:
-        return await asyncio.wrap_future(self.commit_future())
-
-    def abort(self) -> None:
-        """Drop the message; nothing of it stays on the drive. Safe to call twice."""
-        if self._state not in ("open", "committing"):
-            return
-        self._state = "aborted"
-        with contextlib.suppress(OSError):
-            self._file.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._tmp)
-
-
-def _attempt(fn: Callable[[_CommitRequest], None], arg: _CommitRequest) -> BaseException | None:
+def _attempt(fn: Callable[[CommitRequest], None], arg: CommitRequest) -> BaseException | None:
     try:
         fn(arg)
     except BaseException as exc:
         return exc
     return None
-
-
-def _io_error(exc: OSError) -> DriveError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StorageFull("the drive is full")
-    return DriveUnavailable(f"drive I/O error: {exc.strerror or exc}")
 
 
 class Drive:
@@ -327,9 +91,10 @@ class Drive:
         self._last_expire = 0.0
         self._fsync_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="letterbox-fsync")
         self.recovery = RecoveryReport()
-        self._committer: GroupCommitter[_CommitRequest, list[str]] = GroupCommitter(
+        self._committer: GroupCommitter[CommitRequest, list[str]] = GroupCommitter(
             self._apply_batch, batching=settings.group_commit
         )
+        self._space = Space(conn, lay, keys, settings, hostname)
         self._closed = False
 
     # -- opening and closing -----------------------------------------------------------
@@ -447,10 +212,10 @@ class Drive:
                 report.rows_without_blob += self._drop_missing_blobs(missing)
         known = {r[0] for r in self._conn.execute("SELECT id FROM mailboxes")}
         for entry in os.scandir(self.layout.keys):
-            if entry.name.endswith(".json") and entry.name[:-5] not in known:
-                if layout.BLOB_NAME.match(entry.name[:-5]):
-                    os.unlink(entry.path)
-                    report.orphan_keyrings += 1
+            stem = entry.name.removesuffix(".json")
+            if entry.name.endswith(".json") and layout.BLOB_NAME.match(stem) and stem not in known:
+                os.unlink(entry.path)
+                report.orphan_keyrings += 1
         return report
 
     def _drop_missing_blobs(self, blob_ids: Iterable[str]) -> int:
@@ -595,6 +360,10 @@ class Drive:
         self._check_open()
         return Delivery(self, mail_from, int(time.time()) if received is None else received)
 
+    def submit_commit(self, request: CommitRequest) -> Future[list[str]]:
+        """Queue a finished delivery for the next group commit (called by Delivery)."""
+        return self._committer.submit(request)
+
     def deliver(self, mail_from: str, recipients: Iterable[str], body: bytes) -> list[str]:
         """Begin, add, write, commit in one call: for the CLI, notices and tests."""
         delivery = self.begin(mail_from)
@@ -607,11 +376,11 @@ class Drive:
             raise
         return delivery.commit()
 
-    def _apply_batch(self, requests: Sequence[_CommitRequest]) -> list[list[str] | BaseException]:
+    def _apply_batch(self, requests: Sequence[CommitRequest]) -> list[list[str] | BaseException]:
         """Make a batch durable: fsync blobs, rename, fsync dirs, one index transaction."""
         results: list[list[str] | BaseException | None] = [None] * len(requests)
 
-        def sync(req: _CommitRequest) -> None:
+        def sync(req: CommitRequest) -> None:
             try:
                 os.fsync(req.file.fileno())
             finally:
@@ -629,19 +398,19 @@ class Drive:
                 os.rename(self.layout.blob_tmp(req.blob_id), self.layout.blob(req.blob_id))
                 dirs.add(self.layout.blob(req.blob_id).parent)
             except OSError as exc:
-                results[i] = _io_error(exc)
+                results[i] = io_error(exc)
                 with contextlib.suppress(OSError):
                     os.unlink(self.layout.blob_tmp(req.blob_id))
         try:
             for d in dirs:
                 fsync_dir(d)
         except OSError as exc:
-            err = _io_error(exc)
+            err = io_error(exc)
             for i in range(len(results)):
                 results[i] = results[i] or err
             dirs.clear()
 
-        batch = _Batch()
+        batch = Batch()
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
@@ -663,7 +432,7 @@ class Drive:
                     self._conn.execute("ROLLBACK")
                 err = DriveUnavailable(f"the index could not commit: {exc}")
                 results = [r if isinstance(r, BaseException) else err for r in results]
-                batch = _Batch(unlink=[])
+                batch = Batch(unlink=[])
         for req, res in zip(requests, results, strict=True):
             if isinstance(res, BaseException):
                 batch.unlink.append(req.blob_id)
@@ -672,7 +441,7 @@ class Drive:
                 os.unlink(self.layout.blob(blob_id))
         return results  # type: ignore[return-value]
 
-    def _insert(self, req: _CommitRequest, batch: _Batch) -> list[str]:
+    def _insert(self, req: CommitRequest, batch: Batch) -> list[str]:
         """Index one delivery inside the batch transaction, evicting to make room."""
         size = req.summary.stored_size
         self._conn.execute(
@@ -681,7 +450,7 @@ class Drive:
         )
         ids = []
         for mailbox, delivery_id, sealed in req.rows:
-            self._make_room(mailbox, size, batch, reason="quota")
+            self._space.make_room(mailbox, size, batch, reason="quota")
             self._conn.execute(
                 "INSERT INTO deliveries (id, mailbox_id, blob_id, plain_size, stored_size, "
                 "received, meta) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -693,208 +462,25 @@ class Drive:
                 (size, mailbox.id),
             )
             ids.append(delivery_id)
-        self._check_reserve(req, batch)
+        self._space.check_reserve(req, batch)
         return ids
-
-    def _make_room(self, mailbox: MailboxInfo, incoming: int, batch: _Batch, reason: str) -> None:
-        quota, used = self._conn.execute(
-            "SELECT quota, used FROM mailboxes WHERE id = ?", (mailbox.id,)
-        ).fetchone()
-        if incoming > quota:
-            raise MessageTooLarge(
-                f"a message of {incoming} stored bytes exceeds the mailbox quota of {quota}"
-            )
-        if used + incoming <= quota:
-            return
-        # Room for the notice as well, when it fits at all.
-        allowance = NOTICE_ALLOWANCE if incoming + NOTICE_ALLOWANCE <= quota else 0
-        evicted = self._evict(mailbox.id, used + incoming + allowance - quota, reason, batch)
-        self._notify(mailbox, evicted, reason, quota, batch, allowance > 0)
-
-    def _evict(self, mailbox_id: str, need: int, reason: str, batch: _Batch) -> list[Evicted]:
-        """Remove the mailbox's oldest deliveries, retrieved ones first, until `need` is freed.
-
-        Walks the (mailbox, retrieved DESC, seq) index page by page: O(evicted · log n).
-        """
-        evicted: list[Evicted] = []
-        now = int(time.time())
-        while need > 0:
-            page = self._conn.execute(
-                "SELECT seq, id, blob_id, stored_size, plain_size, received FROM deliveries "
-                "WHERE mailbox_id = ? ORDER BY retrieved DESC, seq LIMIT ?",
-                (mailbox_id, EVICT_PAGE),
-            ).fetchall()
-            if not page:
-                break
-            for seq, delivery_id, blob_id, stored, plain, received in page:
-                self._remove_delivery(seq, mailbox_id, blob_id, stored, batch)
-                self._conn.execute(
-                    "INSERT INTO evictions (mailbox_id, delivery_id, at, received, plain_size, "
-                    "reason) VALUES (?, ?, ?, ?, ?, ?)",
-                    (mailbox_id, delivery_id, now, received, plain, reason),
-                )
-                evicted.append(Evicted(delivery_id, received, plain))
-                need -= stored
-                if need <= 0:
-                    break
-        if evicted:
-            log.info("evicted %d deliveries (%s)", len(evicted), reason)
-        return evicted
-
-    def _remove_delivery(
-        self, seq: int, mailbox_id: str, blob_id: str, stored: int, batch: _Batch
-    ) -> None:
-        self._conn.execute("DELETE FROM deliveries WHERE seq = ?", (seq,))
-        self._conn.execute(
-            "UPDATE mailboxes SET used = used - ?, messages = messages - 1 WHERE id = ?",
-            (stored, mailbox_id),
-        )
-        refs = self._conn.execute(
-            "UPDATE blobs SET refs = refs - 1 WHERE id = ? RETURNING refs, stored_size",
-            (blob_id,),
-        ).fetchone()
-        if refs is not None and refs[0] <= 0:
-            self._conn.execute("DELETE FROM blobs WHERE id = ?", (blob_id,))
-            batch.unlink.append(blob_id)
-            batch.freed += refs[1]
-
-    def _notify(
-        self,
-        mailbox: MailboxInfo,
-        evicted: list[Evicted],
-        reason: str,
-        quota: int,
-        batch: _Batch,
-        fits: bool,
-    ) -> None:
-        """Leave a notice in the mailbox, encrypted like any message, inside this transaction."""
-        if not evicted or not fits:
-            return
-        body = eviction_notice(mailbox.address, self.hostname, evicted, reason, quota)
-        blob_id = crypto.new_id()
-        key = crypto.new_blob_key()
-        tmp = self.layout.blob_tmp(blob_id)
-        with open(tmp, "xb") as fh:
-            writer = crypto.BlobWriter(fh, key, blob_id)
-            writer.write(body)
-            summary = writer.finish()
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.rename(tmp, self.layout.blob(blob_id))
-        fsync_dir(self.layout.blob(blob_id).parent)
-        delivery_id = crypto.new_id()
-        received = int(time.time())
-        sniffer = HeaderSniffer()
-        sniffer.feed(body)
-        meta = crypto.DeliveryMeta(
-            delivery_id, blob_id, key, summary.header, summary.plain_size, summary.stored_size,
-            summary.cipher_hash, received, "", mailbox.address, sniffer.headers(), kind="notice",
-        )
-        sealed = crypto.seal_meta(meta, self.keys.signing, mailbox.public_key)
-        self._conn.execute(
-            "INSERT INTO blobs (id, stored_size, cipher_hash, refs) VALUES (?, ?, ?, 1)",
-            (blob_id, summary.stored_size, summary.cipher_hash),
-        )
-        self._conn.execute(
-            "INSERT INTO deliveries (id, mailbox_id, blob_id, plain_size, stored_size, received, "
-            "meta) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (delivery_id, mailbox.id, blob_id, summary.plain_size, summary.stored_size,
-             received, sealed),
-        )
-        self._conn.execute(
-            "UPDATE mailboxes SET used = used + ?, messages = messages + 1 WHERE id = ?",
-            (summary.stored_size, mailbox.id),
-        )
-
-    def free_bytes(self) -> int:
-        st = os.statvfs(self.layout.base)
-        return st.f_bavail * st.f_frsize
-
-    def _check_reserve(self, req: _CommitRequest, batch: _Batch) -> None:
-        """Keep the drive's free-space reserve, evicting from the recipients if needed.
-
-        The blob is already written, so free space already counts it; what this
-        batch will unlink after commit counts as free.
-        """
-        reserve = self.settings.reserve
-        short = reserve - (self.free_bytes() + batch.freed)
-        if short <= 0:
-            return
-        for mailbox, _, _ in req.rows:
-            before = batch.freed
-            evicted = self._evict_excluding(mailbox.id, req.blob_id, short, batch)
-            short -= batch.freed - before
-            self._notify(mailbox, evicted, "reserve", mailbox.quota, batch, True)
-            if short <= 0:
-                return
-        raise StorageFull(
-            f"the drive is full: {reserve} bytes must stay free and eviction cannot free enough"
-        )
-
-    def _evict_excluding(
-        self, mailbox_id: str, blob_id: str, need: int, batch: _Batch
-    ) -> list[Evicted]:
-        """Reserve eviction: oldest first, but never the message being delivered."""
-        evicted: list[Evicted] = []
-        now = int(time.time())
-        freed_at_start = batch.freed
-        cursor = -1
-        while batch.freed - freed_at_start < need:
-            page = self._conn.execute(
-                "SELECT seq, id, blob_id, stored_size, plain_size, received FROM deliveries "
-                "WHERE mailbox_id = ? AND blob_id != ? AND seq > ? ORDER BY seq LIMIT ?",
-                (mailbox_id, blob_id, cursor, EVICT_PAGE),
-            ).fetchall()
-            if not page:
-                break
-            for seq, delivery_id, b_id, stored, plain, received in page:
-                cursor = seq
-                self._remove_delivery(seq, mailbox_id, b_id, stored, batch)
-                self._conn.execute(
-                    "INSERT INTO evictions (mailbox_id, delivery_id, at, received, plain_size, "
-                    "reason) VALUES (?, ?, ?, ?, ?, 'reserve')",
-                    (mailbox_id, delivery_id, now, received, plain),
-                )
-                evicted.append(Evicted(delivery_id, received, plain))
-                if batch.freed - freed_at_start >= need:
-                    break
-        return evicted
 
     # -- retention ---------------------------------------------------------------------
 
-    def _maybe_expire(self, batch: _Batch) -> None:
+    def _maybe_expire(self, batch: Batch) -> None:
+        """Retention rides along with deliveries, at most hourly: no timer needed."""
         if self.settings.keep_days and time.monotonic() - self._last_expire > 3600:
-            self._expire_rows(batch)
-
-    def _expire_rows(self, batch: _Batch) -> int:
-        self._last_expire = time.monotonic()
-        cutoff = int(time.time()) - self.settings.keep_days * DAY
-        now = int(time.time())
-        removed = 0
-        while True:
-            page = self._conn.execute(
-                "SELECT seq, id, mailbox_id, blob_id, stored_size, plain_size, received "
-                "FROM deliveries WHERE received < ? ORDER BY received LIMIT 500",
-                (cutoff,),
-            ).fetchall()
-            if not page:
-                return removed
-            for seq, delivery_id, mailbox_id, blob_id, stored, plain, received in page:
-                self._remove_delivery(seq, mailbox_id, blob_id, stored, batch)
-                self._conn.execute(
-                    "INSERT INTO evictions (mailbox_id, delivery_id, at, received, plain_size, "
-                    "reason) VALUES (?, ?, ?, ?, ?, 'retention')",
-                    (mailbox_id, delivery_id, now, received, plain),
-                )
-                removed += 1
+            self._last_expire = time.monotonic()
+            self._space.expire(batch)
 
     def expire(self) -> int:
         """Apply `keep_days` now; returns how many deliveries were removed."""
         if not self.settings.keep_days:
             return 0
-        batch = _Batch()
+        batch = Batch()
         with self._lock, self._transaction():
-            removed = self._expire_rows(batch)
+            self._last_expire = time.monotonic()
+            removed = self._space.expire(batch)
         self._unlink(batch.unlink)
         return removed
 
@@ -953,7 +539,7 @@ class Drive:
     def delete(self, mailbox_id: str, delivery_ids: Iterable[str]) -> int:
         """Delete a batch atomically: all of it is durable when this returns, or none."""
         self._check_open()
-        batch = _Batch()
+        batch = Batch()
         deleted = 0
         with self._lock:
             try:
@@ -966,7 +552,7 @@ class Drive:
                         ).fetchone()
                         if row is None:
                             continue
-                        self._remove_delivery(row[0], mailbox_id, row[1], row[2], batch)
+                        self._space.remove_delivery(row[0], mailbox_id, row[1], row[2], batch)
                         deleted += 1
             except sqlite3.Error as exc:
                 raise DriveUnavailable(f"the index could not commit: {exc}") from None
@@ -1006,5 +592,3 @@ class Drive:
             "commit_items": self._committer.items,
         }
 
-    def public_key(self, mailbox_id: str) -> PublicKey:
-        return PublicKey(self.mailbox(mailbox_id).public_key)

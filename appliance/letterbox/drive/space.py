@@ -1,0 +1,269 @@
+"""Space on the drive: quotas, the free-space reserve, eviction, notices, retention.
+
+Everything here runs inside an index transaction opened by the drive, and only
+records what to unlink; the drive unlinks blobs after the transaction commits,
+so a crash can leave an orphan blob (removed at the next open) but never a row
+without its blob.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from dataclasses import dataclass, field
+
+from letterbox import crypto
+from letterbox.boxkeys import BoxKeys
+from letterbox.config import DriveSettings
+from letterbox.drive.delivery import CommitRequest
+from letterbox.drive.errors import MessageTooLarge, StorageFull
+from letterbox.drive.headers import HeaderSniffer
+from letterbox.drive.layout import Layout
+from letterbox.drive.notice import MAX_LISTED, NOTICE_ALLOWANCE, Evicted, eviction_notice
+from letterbox.drive.records import MailboxInfo
+from letterbox.fsutil import fsync_dir
+
+log = logging.getLogger(__name__)
+
+EVICT_PAGE = 64
+DAY = 86400
+
+
+@dataclass
+class Batch:
+    """Bookkeeping of one index transaction: what to unlink once it has committed."""
+
+    unlink: list[str] = field(default_factory=list)
+    freed: int = 0  # bytes that unlinking will free, for the reserve check
+
+
+
+class Space:
+    """Quota and reserve bookkeeping over the drive's index connection."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        layout: Layout,
+        keys: BoxKeys,
+        settings: DriveSettings,
+        hostname: str,
+    ) -> None:
+        self._conn = conn
+        self.layout = layout
+        self.keys = keys
+        self.settings = settings
+        self.hostname = hostname
+
+    def make_room(self, mailbox: MailboxInfo, incoming: int, batch: Batch, reason: str) -> None:
+        quota, used = self._conn.execute(
+            "SELECT quota, used FROM mailboxes WHERE id = ?", (mailbox.id,)
+        ).fetchone()
+        if incoming > quota:
+            raise MessageTooLarge(
+                f"a message of {incoming} stored bytes exceeds the mailbox quota of {quota}"
+            )
+        if used + incoming <= quota:
+            return
+        # Room for the notice as well, when it fits at all.
+        allowance = NOTICE_ALLOWANCE if incoming + NOTICE_ALLOWANCE <= quota else 0
+        first = self._evict(mailbox.id, used + incoming + allowance - quota, reason, batch)
+        if first is not None and allowance:
+            self._notify(mailbox, first, reason, quota, batch)
+
+    def _evict(
+        self,
+        mailbox_id: str,
+        need: int,
+        reason: str,
+        batch: Batch,
+        *,
+        keep_blob: str = "",
+        count_freed: bool = False,
+    ) -> int | None:
+        """Remove the mailbox's oldest deliveries, retrieved ones first, until `need` is met.
+
+        `need` counts the mailbox's stored bytes, or with `count_freed` the bytes
+        actually freed on the drive (a shared blob frees nothing until its last
+        delivery goes). Walks the (mailbox, retrieved DESC, seq) index a page at a
+        time, reading only rows it removes: O(evicted · log n). Returns the eviction
+        log's first new seq, or None if nothing was evicted.
+        """
+        first: int | None = None
+        now = int(time.time())
+        while need > 0:
+            page = self._conn.execute(
+                "SELECT seq, id, blob_id, stored_size, plain_size, received FROM deliveries "
+                "WHERE mailbox_id = ? AND blob_id != ? ORDER BY retrieved DESC, seq LIMIT ?",
+                (mailbox_id, keep_blob, EVICT_PAGE),
+            ).fetchall()
+            if not page:
+                break
+            for seq, delivery_id, blob_id, stored, plain, received in page:
+                freed_before = batch.freed
+                self.remove_delivery(seq, mailbox_id, blob_id, stored, batch)
+                cur = self._conn.execute(
+                    "INSERT INTO evictions (mailbox_id, delivery_id, at, received, plain_size, "
+                    "reason) VALUES (?, ?, ?, ?, ?, ?)",
+                    (mailbox_id, delivery_id, now, received, plain, reason),
+                )
+                first = cur.lastrowid if first is None else first
+                need -= (batch.freed - freed_before) if count_freed else stored
+                if need <= 0:
+                    break
+        if first is not None:
+            log.info("evicted deliveries to make room (%s)", reason)
+        return first
+
+    def remove_delivery(
+        self, seq: int, mailbox_id: str, blob_id: str, stored: int, batch: Batch
+    ) -> None:
+        self._conn.execute("DELETE FROM deliveries WHERE seq = ?", (seq,))
+        self._conn.execute(
+            "UPDATE mailboxes SET used = used - ?, messages = messages - 1 WHERE id = ?",
+            (stored, mailbox_id),
+        )
+        refs = self._conn.execute(
+            "UPDATE blobs SET refs = refs - 1 WHERE id = ? RETURNING refs, stored_size",
+            (blob_id,),
+        ).fetchone()
+        if refs is not None and refs[0] <= 0:
+            self._conn.execute("DELETE FROM blobs WHERE id = ?", (blob_id,))
+            batch.unlink.append(blob_id)
+            batch.freed += refs[1]
+
+    def _notify(
+        self, mailbox: MailboxInfo, first_seq: int, reason: str, quota: int, batch: Batch
+    ) -> None:
+        """Tell the owner what was evicted, in a message encrypted like any other.
+
+        An unread notice from earlier is replaced by one covering its evictions
+        too, so a mailbox that stays full collects one notice, not one per message.
+        """
+        since, total = first_seq, 0
+        prev = self._conn.execute(
+            "SELECT delivery_id, since_seq, evicted FROM notices WHERE mailbox_id = ?",
+            (mailbox.id,),
+        ).fetchone()
+        if prev is not None:
+            row = self._conn.execute(
+                "SELECT seq, blob_id, stored_size, retrieved FROM deliveries "
+                "WHERE id = ? AND mailbox_id = ?",
+                (prev[0], mailbox.id),
+            ).fetchone()
+            if row is not None and not row[3]:
+                self.remove_delivery(row[0], mailbox.id, row[1], row[2], batch)
+                since, total = prev[1], prev[2]
+        total += self._conn.execute(
+            "SELECT COUNT(*) FROM evictions WHERE mailbox_id = ? AND seq >= ?",
+            (mailbox.id, first_seq),
+        ).fetchone()[0]
+        listed = [
+            Evicted(*r)
+            for r in self._conn.execute(
+                "SELECT delivery_id, received, plain_size FROM evictions "
+                "WHERE mailbox_id = ? AND seq >= ? ORDER BY seq LIMIT ?",
+                (mailbox.id, since, MAX_LISTED),
+            )
+        ]
+        body = eviction_notice(mailbox.address, self.hostname, listed, total, reason, quota)
+        delivery_id = self._store_notice(mailbox, body)
+        self._conn.execute(
+            "INSERT OR REPLACE INTO notices (mailbox_id, delivery_id, since_seq, evicted) "
+            "VALUES (?, ?, ?, ?)",
+            (mailbox.id, delivery_id, since, total),
+        )
+
+    def _store_notice(self, mailbox: MailboxInfo, body: bytes) -> str:
+        """Write a box-made message durably and index it in the open transaction."""
+        blob_id = crypto.new_id()
+        key = crypto.new_blob_key()
+        tmp = self.layout.blob_tmp(blob_id)
+        with open(tmp, "xb") as fh:
+            writer = crypto.BlobWriter(fh, key, blob_id)
+            writer.write(body)
+            summary = writer.finish()
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(tmp, self.layout.blob(blob_id))
+        fsync_dir(self.layout.blob(blob_id).parent)
+        delivery_id = crypto.new_id()
+        received = int(time.time())
+        sniffer = HeaderSniffer()
+        sniffer.feed(body)
+        meta = crypto.DeliveryMeta(
+            delivery_id, blob_id, key, summary.header, summary.plain_size, summary.stored_size,
+            summary.cipher_hash, received, "", mailbox.address, sniffer.headers(), kind="notice",
+        )
+        sealed = crypto.seal_meta(meta, self.keys.signing, mailbox.public_key)
+        self._conn.execute(
+            "INSERT INTO blobs (id, stored_size, cipher_hash, refs) VALUES (?, ?, ?, 1)",
+            (blob_id, summary.stored_size, summary.cipher_hash),
+        )
+        self._conn.execute(
+            "INSERT INTO deliveries (id, mailbox_id, blob_id, plain_size, stored_size, received, "
+            "notice, meta) VALUES (?, ?, ?, ?, ?, ?, 1, ?)",
+            (delivery_id, mailbox.id, blob_id, summary.plain_size, summary.stored_size,
+             received, sealed),
+        )
+        self._conn.execute(
+            "UPDATE mailboxes SET used = used + ?, messages = messages + 1 WHERE id = ?",
+            (summary.stored_size, mailbox.id),
+        )
+        return delivery_id
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.layout.base)
+        return st.f_bavail * st.f_frsize
+
+    def check_reserve(self, req: CommitRequest, batch: Batch) -> None:
+        """Keep the drive's free-space reserve, evicting from the recipients if needed.
+
+        The blob is already written, so free space already counts it; what this
+        batch will unlink after commit counts as free. The message being delivered
+        is never evicted to make room for itself.
+        """
+        reserve = self.settings.reserve
+        short = reserve - (self.free_bytes() + batch.freed)
+        for mailbox, _, _ in req.rows:
+            if short <= 0:
+                return
+            before = batch.freed
+            first = self._evict(
+                mailbox.id, short, "reserve", batch, keep_blob=req.blob_id, count_freed=True
+            )
+            short -= batch.freed - before
+            if first is not None:
+                self._notify(mailbox, first, "reserve", mailbox.quota, batch)
+        if short > 0:
+            raise StorageFull(
+                f"the drive is full: {reserve} bytes must stay free and eviction cannot "
+                "free enough"
+            )
+
+    # -- retention ------------------------------------------------------------------
+
+    def expire(self, batch: Batch) -> int:
+        """Remove deliveries older than keep_days, oldest first, logged as 'retention'."""
+        cutoff = int(time.time()) - self.settings.keep_days * DAY
+        now = int(time.time())
+        removed = 0
+        while True:
+            page = self._conn.execute(
+                "SELECT seq, id, mailbox_id, blob_id, stored_size, plain_size, received "
+                "FROM deliveries WHERE received < ? ORDER BY received LIMIT 500",
+                (cutoff,),
+            ).fetchall()
+            if not page:
+                return removed
+            for seq, delivery_id, mailbox_id, blob_id, stored, plain, received in page:
+                self.remove_delivery(seq, mailbox_id, blob_id, stored, batch)
+                self._conn.execute(
+                    "INSERT INTO evictions (mailbox_id, delivery_id, at, received, plain_size, "
+                    "reason) VALUES (?, ?, ?, ?, ?, 'retention')",
+                    (mailbox_id, delivery_id, now, received, plain),
+                )
+                removed += 1
+
