@@ -586,7 +586,7 @@ class Drive:
             "blobs": blobs,
             "stored_bytes": stored,
             "evictions": evictions,
-            "free_bytes": self.free_bytes(),
+            "free_bytes": self._space.free_bytes(),
             "reserve_bytes": self.settings.reserve,
             "commit_batches": self._committer.batches,
             "commit_items": self._committer.items,
