@@ -1,0 +1,54 @@
+"""Shared fixtures: real drives in temporary directories, with cheap Argon2id limits.
+
+Argon2id at its minimum (1 pass, 8 KiB) keeps the tests fast; the real limits are
+exercised in tests/test_crypto.py and measured in bench/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from letterbox.boxkeys import BoxKeys
+from letterbox.config import DriveSettings, Size
+from letterbox.drive import Drive
+from tests.helpers import FAST_ARGON2
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def box_keys(data_dir: Path) -> BoxKeys:
+    return BoxKeys.load_or_create(data_dir)
+
+
+@pytest.fixture
+def open_drive(data_dir: Path, box_keys: BoxKeys) -> Iterator[Callable[..., Drive]]:
+    """Open (and afterwards close) drives under the data dir, with any DriveSettings."""
+    opened: list[Drive] = []
+
+    def _open(**settings: object) -> Drive:
+        defaults: dict[str, object] = {"reserve": Size(0)}
+        defaults.update(settings)
+        drive = Drive.open(
+            data_dir / "drive",
+            box_keys,
+            settings=DriveSettings(**defaults),  # type: ignore[arg-type]
+            limits=FAST_ARGON2,
+        )
+        opened.append(drive)
+        return drive
+
+    yield _open
+    for drive in opened:
+        drive.close()
+
+
+@pytest.fixture
+def drive(open_drive: Callable[..., Drive]) -> Drive:
+    return open_drive()

@@ -1,0 +1,218 @@
+"""Quota, eviction, notices, retention and the drive's free-space reserve."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from letterbox.boxkeys import BoxKeys
+from letterbox.config import DriveSettings, Size
+from letterbox.crypto import blob_stored_size
+from letterbox.drive import Drive, MessageTooLarge, StorageFull
+from letterbox.drive.space import EVICT_QUERY
+from tests.helpers import FAST_ARGON2, PASSWORD, message
+
+MSG = 10_000
+STORED = blob_stored_size(MSG)
+
+
+def fill(drive: Drive, address: str, count: int, start: int = 0) -> list[str]:
+    return [drive.deliver("x@example.net", [address], message(n, MSG))[0]
+            for n in range(start, start + count)]
+
+
+def kinds(drive: Drive, mailbox_id: str) -> list[str]:
+    secret = drive.unlock(mailbox_id, PASSWORD)
+    return [drive.open_message(mailbox_id, d.id, secret).meta.kind for d in drive.list(mailbox_id)]
+
+
+def test_oldest_first_eviction_with_exact_accounting(drive: Drive) -> None:
+    mailbox, _ = drive.create_mailbox("a@example.org", quota=10 * STORED + 5000, password=PASSWORD)
+    ids = fill(drive, mailbox.address, 10)
+    assert drive.mailbox(mailbox.id).used == 10 * STORED
+    new = fill(drive, mailbox.address, 1, start=10)
+    listing = drive.list(mailbox.id)
+    # Room for the new message and a notice (up to 4 KiB): the oldest had to go.
+    evicted = {e.delivery_id for e in drive.evictions(mailbox.id)}
+    assert evicted == {ids[0]}
+    assert [d.id for d in listing][:9] == ids[1:]
+    assert new[0] in {d.id for d in listing[9:]}
+    info = drive.mailbox(mailbox.id)
+    assert info.used == sum(d.stored_size for d in listing) <= info.quota
+    assert info.messages == len(listing) == 11  # 9 old + new + notice
+    fill(drive, mailbox.address, 3, start=11)
+    assert [e.delivery_id for e in reversed(drive.evictions(mailbox.id))] == ids[:4]
+    assert kinds(drive, mailbox.id).count("notice") == 1
+
+
+def test_retrieved_messages_are_evicted_first(drive: Drive) -> None:
+    mailbox, _ = drive.create_mailbox("a@example.org", quota=10 * STORED + 5000, password=PASSWORD)
+    ids = fill(drive, mailbox.address, 10)
+    drive.mark_retrieved(mailbox.id, [ids[5], ids[7]])
+    fill(drive, mailbox.address, 2, start=10)
+    assert [e.delivery_id for e in reversed(drive.evictions(mailbox.id))] == [ids[5], ids[7]]
+    fill(drive, mailbox.address, 1, start=12)
+    # Then the oldest unretrieved one.
+    assert drive.evictions(mailbox.id)[0].delivery_id == ids[0]
+
+
+def test_one_unread_notice_covers_all_evictions(drive: Drive) -> None:
+    mailbox, _ = drive.create_mailbox("a@example.org", quota=6 * STORED + 5000, password=PASSWORD)
+    fill(drive, mailbox.address, 6)
+    fill(drive, mailbox.address, 5, start=6)
+    secret = drive.unlock(mailbox.id, PASSWORD)
+    notices = [d for d in drive.list(mailbox.id)
+               if drive.open_message(mailbox.id, d.id, secret).meta.kind == "notice"]
+    assert len(notices) == 1
+    text = drive.open_message(mailbox.id, notices[0].id, secret).read().decode()
+    total = len(drive.evictions(mailbox.id))
+    assert f"removed {total} older messages" in text
+    assert "Auto-Submitted: auto-generated" in text
+    assert text.count("received ") == total
+    # Once read, the next eviction brings a fresh notice.
+    drive.mark_retrieved(mailbox.id, [notices[0].id])
+    fill(drive, mailbox.address, 1, start=20)
+    after = [d for d in drive.list(mailbox.id)
+             if drive.open_message(mailbox.id, d.id, secret).meta.kind == "notice"]
+    assert len(after) == 1  # the read one was evicted first (retrieved goes first)
+    assert after[0].id != notices[0].id and not after[0].retrieved
+    text = drive.open_message(mailbox.id, after[0].id, secret).read().decode()
+    assert "removed 2 older messages" in text  # the read notice and one message
+
+
+def test_refcounts_when_a_shared_message_is_evicted_from_one_mailbox(
+    drive: Drive, data_dir: Path
+) -> None:
+    small, _ = drive.create_mailbox("s@example.org", quota=3 * STORED + 5000, password=PASSWORD)
+    big, _ = drive.create_mailbox("b@example.org", quota=1 << 30, password=PASSWORD)
+    shared = drive.deliver("x@example.net", [small.address, big.address], message(0, MSG))
+    fill(drive, small.address, 3, start=1)  # evicts the shared one from `small` only
+    assert shared[0] in {e.delivery_id for e in drive.evictions(small.id)}
+    secret = drive.unlock(big.id, PASSWORD)
+    assert drive.open_message(big.id, shared[1], secret).read() == message(0, MSG)
+    stats = drive.stats()
+    # 3 small + 1 shared + notice; the shared blob is counted once.
+    assert stats["blobs"] == 5
+    blob_files = [p for p in (data_dir / "drive/letterbox/blobs").rglob("*") if p.is_file()]
+    assert len(blob_files) == 5
+
+
+def test_message_larger_than_quota_is_refused_and_nothing_is_evicted(drive: Drive) -> None:
+    mailbox, _ = drive.create_mailbox("a@example.org", quota=3 * STORED, password=PASSWORD)
+    ids = fill(drive, mailbox.address, 2)
+    with pytest.raises(MessageTooLarge):
+        drive.deliver("x@example.net", [mailbox.address], message(9, 4 * MSG))
+    assert [d.id for d in drive.list(mailbox.id)] == ids
+    assert drive.evictions(mailbox.id) == []
+
+
+def test_shrinking_quota_applies_at_next_delivery(drive: Drive) -> None:
+    mailbox, _ = drive.create_mailbox("a@example.org", quota=1 << 20, password=PASSWORD)
+    fill(drive, mailbox.address, 10)
+    drive.set_quota(mailbox.id, 4 * STORED + 5000)
+    fill(drive, mailbox.address, 1, start=10)
+    info = drive.mailbox(mailbox.id)
+    assert info.used <= info.quota
+    assert len(drive.evictions(mailbox.id)) == 7
+
+
+def test_eviction_query_walks_the_index_without_sorting(drive: Drive) -> None:
+    conn = sqlite3.connect(drive.layout.index)
+    plan = " | ".join(
+        row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + EVICT_QUERY, ("m", "b", 64))
+    )
+    conn.close()
+    assert "deliveries_evict" in plan
+    assert "TEMP B-TREE" not in plan  # no sort: rows come out in eviction order
+
+
+def test_keep_days_removes_old_deliveries(open_drive) -> None:  # type: ignore[no-untyped-def]
+    drive: Drive = open_drive(keep_days=30)
+    mailbox, _ = drive.create_mailbox("a@example.org", quota=1 << 30, password=PASSWORD)
+    now = int(time.time())
+    old = []
+    for n, age_days in enumerate((40, 31, 29, 1)):
+        d = drive.begin("x@example.net", received=now - age_days * 86400)
+        d.add_recipient(mailbox.address)
+        d.write(message(n))
+        old.append(d.commit()[0])
+    assert drive.expire() == 2
+    assert [d.id for d in drive.list(mailbox.id)] == old[2:]
+    assert {e.reason for e in drive.evictions(mailbox.id)} == {"retention"}
+    assert drive.mailbox(mailbox.id).used == sum(d.stored_size for d in drive.list(mailbox.id))
+
+
+# -- the drive's free-space reserve, on a real small filesystem --------------------------
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size`: a real full disk without filling the machine's."""
+    path.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_reserve_evicts_then_refuses_when_nothing_is_left(tmp_path: Path) -> None:
+    keys = BoxKeys.load_or_create(tmp_path / "data")
+    with small_filesystem(tmp_path / "usb", "6m") as root:
+        settings = DriveSettings(reserve=Size(2 << 20))
+        drive = Drive.open(root, keys, settings=settings, limits=FAST_ARGON2)
+        try:
+            a, _ = drive.create_mailbox("a@example.org", quota=1 << 30, password=PASSWORD)
+            b, _ = drive.create_mailbox("b@example.org", quota=1 << 30, password=PASSWORD)
+            size = 700_000
+            first = drive.deliver("x@example.net", [a.address], message(0, size))
+            kept = first
+            # Keep delivering to `a`: once free space dips under the reserve, its
+            # oldest messages make room, and a notice says so.
+            for n in range(1, 12):
+                kept = drive.deliver("x@example.net", [a.address], message(n, size))
+            reasons = {e.reason for e in drive.evictions(a.id)}
+            assert reasons == {"reserve"}
+            assert first[0] in {e.delivery_id for e in drive.evictions(a.id)}
+            assert kinds(drive, a.id).count("notice") == 1
+            # Blobs leave the reserve free; the index's own pages may dip into it,
+            # which is what the reserve is for.
+            assert drive.stats()["free_bytes"] >= (2 << 20) - (64 << 10)
+            secret = drive.unlock(a.id, PASSWORD)
+            assert drive.open_message(a.id, kept[0], secret).read() == message(11, size)
+            # `b` has nothing to give up: a temporary refusal, and nothing left behind.
+            before = drive.stats()
+            with pytest.raises(StorageFull):
+                drive.deliver("x@example.net", [b.address], message(99, 3 * size))
+            assert drive.list(b.id) == []
+            assert drive.stats()["blobs"] == before["blobs"]
+        finally:
+            drive.close()
+
+
+def test_disk_full_while_streaming_is_a_temporary_refusal(tmp_path: Path) -> None:
+    keys = BoxKeys.load_or_create(tmp_path / "data")
+    with small_filesystem(tmp_path / "usb", "4m") as root:
+        drive = Drive.open(root, keys, settings=DriveSettings(reserve=Size(0)),
+                           limits=FAST_ARGON2)
+        try:
+            a, _ = drive.create_mailbox("a@example.org", quota=1 << 30, password=PASSWORD)
+            delivery = drive.begin("x@example.net")
+            delivery.add_recipient(a.address)
+            with pytest.raises(StorageFull):
+                for _ in range(100):
+                    delivery.write(b"q" * 65536)
+                delivery.commit()
+            delivery.abort()
+            assert list((root / "letterbox/blobs/tmp").iterdir()) == []
+            assert drive.list(a.id) == []
+            # And the drive still works once there is room.
+            assert drive.deliver("x@example.net", [a.address], message(1))
+        finally:
+            drive.close()
