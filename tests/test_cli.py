@@ -1,0 +1,98 @@
+"""The `letterbox` command as a person runs it: a real subprocess, a real data directory."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CHEAP = '[crypto]\nargon2_opslimit = 1\nargon2_memlimit = "8K"\n'
+
+
+@pytest.fixture
+def lbx(tmp_path: Path):  # type: ignore[no-untyped-def]
+    config = tmp_path / "letterbox.toml"
+    config.write_text(CHEAP)
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "letterbox.cli", "--data", str(tmp_path / "data"),
+             "--config", str(config), *args],
+            input=stdin, capture_output=True, text=True, timeout=60,
+        )
+
+    return run
+
+
+def test_every_subcommand_has_help(lbx) -> None:  # type: ignore[no-untyped-def]
+    for args in (["--help"], ["run", "--help"], ["mailbox", "--help"], ["mailbox", "add", "--help"],
+                 ["mailbox", "list", "--help"], ["mailbox", "passwd", "--help"],
+                 ["mailbox", "recovery-reset", "--help"], ["drive", "--help"],
+                 ["drive", "check", "--help"], ["drive", "stats", "--help"]):
+        result = lbx(*args)
+        assert result.returncode == 0, args
+        assert "usage: letterbox" in result.stdout
+
+
+def test_mailbox_lifecycle(lbx) -> None:  # type: ignore[no-untyped-def]
+    added = lbx("mailbox", "add", "Anna@Example.org", "--quota", "500M", "--password-stdin",
+                stdin="first password\n")
+    assert added.returncode == 0, added.stderr
+    code = re.search(r"\b([0-9A-Z]{4}(?:-[0-9A-Z]{4}){7})\b", added.stdout)
+    assert code, added.stdout
+    assert "example.org is now accepted" in added.stdout
+
+    dup = lbx("mailbox", "add", "anna@example.org", "--password-stdin", stdin="x\n")
+    assert dup.returncode == 1 and "exists already" in dup.stderr
+    bad = lbx("mailbox", "add", "no-at-sign", "--password-stdin", stdin="x\n")
+    assert bad.returncode == 1 and "not a mail address" in bad.stderr
+    empty = lbx("mailbox", "add", "b@example.org", "--password-stdin", stdin="\n")
+    assert empty.returncode == 1 and "empty" in empty.stderr
+    quota = lbx("mailbox", "add", "b@example.org", "--quota", "lots", "--password-stdin")
+    assert quota.returncode == 2 and "size" in quota.stderr
+
+    listing = lbx("mailbox", "list")
+    assert listing.returncode == 0
+    assert re.search(r"anna@example\.org\s+500\.0M\s+0B\s+0\s+unlocked at login", listing.stdout)
+
+    # Forgotten password: the recovery code sets a new one.
+    reset = lbx("mailbox", "passwd", "anna@example.org", "--recovery-code-stdin",
+                "--password-stdin", stdin=f"{code.group(1).lower()}\nsecond password\n")
+    assert reset.returncode == 0, reset.stderr
+    old = lbx("mailbox", "recovery-reset", "anna@example.org", "--password-stdin",
+              stdin="first password\n")
+    assert old.returncode == 1 and "wrong password" in old.stderr
+    new = lbx("mailbox", "recovery-reset", "anna@example.org", "--password-stdin",
+              stdin="second password\n")
+    assert new.returncode == 0
+    new_code = re.search(r"\b([0-9A-Z]{4}(?:-[0-9A-Z]{4}){7})\b", new.stdout)
+    assert new_code and new_code.group(1) != code.group(1)
+    stale = lbx("mailbox", "passwd", "anna@example.org", "--recovery-code-stdin",
+                "--password-stdin", stdin=f"{code.group(1)}\nthird\n")
+    assert stale.returncode == 1 and "wrong recovery code" in stale.stderr
+
+    unknown = lbx("mailbox", "passwd", "zed@example.org", "--password-stdin", stdin="x\n")
+    assert unknown.returncode == 1 and "no mailbox for zed@example.org" in unknown.stderr
+
+
+def test_drive_stats_and_check(lbx) -> None:  # type: ignore[no-untyped-def]
+    assert lbx("mailbox", "add", "a@example.org", "--password-stdin", stdin="pw\n").returncode == 0
+    stats = lbx("drive", "stats")
+    assert stats.returncode == 0
+    assert "mailboxes:   1" in stats.stdout and "a@example.org: 0B of 2.0G" in stats.stdout
+    check = lbx("drive", "check")
+    assert check.returncode == 0 and "Result: OK" in check.stdout
+
+
+def test_config_errors_name_the_key(lbx, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[drive]\nreserv = "1G"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "letterbox.cli", "--config", str(bad), "--data",
+         str(tmp_path / "d"), "mailbox", "list"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1 and "drive.reserv" in result.stderr
