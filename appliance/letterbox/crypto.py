@@ -151,17 +151,23 @@ class BlobWriter:
         if self._finished:
             raise ValueError("blob already finished")
         self._plain += len(data)
-        self._buf += data
-        # Keep strictly more than a chunk before pushing, so the FINAL chunk written
-        # by finish() is never empty unless the whole message is.
-        if len(self._buf) > CHUNK_SIZE:
-            view = memoryview(self._buf)
-            pos = 0
-            while len(self._buf) - pos > CHUNK_SIZE:
-                self._push(view[pos : pos + CHUNK_SIZE], _TAG_MESSAGE)
-                pos += CHUNK_SIZE
-            view.release()
-            del self._buf[:pos]
+        # A chunk is pushed only once more data follows it, so the FINAL chunk that
+        # finish() writes is never empty unless the whole message is. Large writes
+        # are encrypted straight from the caller's buffer, without staging copies.
+        view = memoryview(data).cast("B")
+        if len(self._buf) + len(view) <= CHUNK_SIZE:
+            self._buf += view
+            return
+        if self._buf:
+            take = CHUNK_SIZE - len(self._buf)
+            self._buf += view[:take]
+            view = view[take:]
+            self._push(self._buf, _TAG_MESSAGE)
+            self._buf = bytearray()
+        while len(view) > CHUNK_SIZE:
+            self._push(view[:CHUNK_SIZE], _TAG_MESSAGE)
+            view = view[CHUNK_SIZE:]
+        self._buf += view
 
     def finish(self) -> BlobSummary:
         if self._finished:
@@ -498,6 +504,8 @@ class Keyring:
             return self._check(_unwrap(key, "password", self.mailbox_id, self.public_key, slot))  # type: ignore[arg-type]
         except nacl.exceptions.CryptoError:
             raise WrongPassword("wrong password") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KeyringError(f"keyring password slot is malformed ({exc})") from None
 
     def recover(self, code: str) -> PrivateKey:
         if self.recovery_slot is None:
@@ -509,6 +517,8 @@ class Keyring:
             )
         except nacl.exceptions.CryptoError:
             raise WrongRecoveryCode("wrong recovery code") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KeyringError(f"keyring recovery slot is malformed ({exc})") from None
 
     # -- rewrapping (mail is untouched: it is sealed to the public key, which stays) ---
 

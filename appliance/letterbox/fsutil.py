@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
+
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def fsync_dir(path: Path) -> None:
@@ -28,3 +31,13 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         os.close(fd)
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def syncfs(fd: int) -> None:
+    """Flush the whole filesystem that `fd` is on: every file and directory entry.
+
+    syncfs(2) reports writeback errors since Linux 5.8; Python has no wrapper.
+    """
+    if _libc.syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))

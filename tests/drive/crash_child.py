@@ -1,7 +1,8 @@
 """Child process for the crash test: commits deliveries until it is killed.
 
 After each commit returns it prints `stored <delivery id> <seed> <size>`, and after
-each delete `deleted <delivery id>`, flushing at once: every printed line is a
+each delete `deleted <delivery id>` (announced by `deleting <id>` before it
+starts, since a kill may land in between), flushing at once: every printed line is a
 promise the drive made, which the parent checks after a SIGKILL.
 """
 
@@ -45,6 +46,8 @@ def writer(drive: Drive, address: str, mailbox_id: str, first_seed: int) -> None
         say(f"stored {delivery_id} {seed} {size}")
         if rng.random() < 0.15:
             victims = [d.id for d in drive.list(mailbox_id)[:2]]
+            for v in victims:
+                say(f"deleting {v}")
             drive.delete(mailbox_id, victims)
             for v in victims:
                 say(f"deleted {v}")
