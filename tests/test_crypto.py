@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import math
 import random
@@ -21,9 +22,6 @@ import nacl.pwhash
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from nacl.public import PrivateKey, SealedBox
-from nacl.signing import SigningKey
-
 from letterbox import crypto
 from letterbox.crypto import (
     ABYTES,
@@ -47,6 +45,9 @@ from letterbox.crypto import (
     read_blob,
     seal_meta,
 )
+from nacl.public import PrivateKey, SealedBox
+from nacl.signing import SigningKey
+
 from tests.helpers import FAST_ARGON2, PASSWORD
 
 C = CHUNK_SIZE
@@ -63,7 +64,9 @@ def plaintext(size: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
-def encrypt(data: bytes, pieces: list[bytes] | None = None) -> tuple[bytes, bytes, str, crypto.BlobSummary]:
+def encrypt(
+    data: bytes, pieces: list[bytes] | None = None
+) -> tuple[bytes, bytes, str, crypto.BlobSummary]:
     """(blob bytes, key, blob id, summary) of `data`, written as `pieces` if given."""
     key, blob_id, out = new_blob_key(), new_id(), io.BytesIO()
     writer = BlobWriter(out, key, blob_id)
@@ -113,7 +116,7 @@ def message_and_pieces(draw: st.DrawFn) -> tuple[bytes, list[bytes]]:
     data = plaintext(size, draw(st.integers(0, 2**32)))
     cuts = sorted(draw(st.lists(st.integers(0, size), max_size=12)))
     bounds = [0, *cuts, size]
-    return data, [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return data, [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 @settings(max_examples=60, deadline=None)
@@ -143,7 +146,8 @@ def test_blob_round_trip_any_size_any_split(case: tuple[bytes, list[bytes]]) -> 
     )
     assert b"".join(chunks) == data
     # Full chunks while more than a chunk remains, then one last chunk of 1..C bytes.
-    assert [len(c) for c in chunks] == [C] * (-(-n // C) - 1) + ([n - C * (-(-n // C) - 1)] if n else [])
+    full = max(0, math.ceil(n / C) - 1)
+    assert [len(c) for c in chunks] == [C] * full + ([n - full * C] if n else [])
 
 
 @pytest.mark.parametrize("size", SPECIAL_SIZES)
@@ -279,26 +283,33 @@ def test_dropped_middle_chunk_is_detected() -> None:
     assert err is not None and got == THREE[:C]
 
 
-@pytest.mark.parametrize("extra", [b"\0", b"x" * 17, b"FINAL-TRAILER" * 1000])
+@pytest.mark.parametrize("extra", [b"\0", b"x" * 17, b"FINAL-TRAILER" * 10_000])
 def test_data_after_final_is_detected(extra: bytes) -> None:
+    # A short final chunk: the reader takes up to a full chunk, so the extra bytes
+    # become part of the final chunk and it fails to authenticate.
     small, key, blob_id, _ = encrypt(b"short message")
     got, err = drain(small + extra, key, blob_id)
-    assert err is not None and "after the final chunk" in str(err)
-    assert got == b""  # the final chunk's plaintext is withheld
+    assert err is not None and got == b""  # the final chunk's plaintext is withheld
     got, err = drain(THREE_BLOB + extra, THREE_KEY, THREE_ID)
     assert err is not None and got == THREE[: 2 * C]
+    # A full final chunk authenticates, and then the trailing bytes are refused.
+    got, err = drain(TWO_BLOB + extra, TWO_KEY, TWO_ID)
+    assert err is not None and "data after the final chunk" in str(err)
+    assert got == TWO[:C]
 
 
 def test_a_whole_second_blob_appended_is_detected() -> None:
     got, err = drain(THREE_BLOB + THREE_BLOB, THREE_KEY, THREE_ID)
-    assert err is not None and "after the final chunk" in str(err)
+    assert err is not None and got == THREE[: 2 * C]
+    got, err = drain(TWO_BLOB + TWO_BLOB, TWO_KEY, TWO_ID)
+    assert err is not None and "data after the final chunk" in str(err) and got == TWO[:C]
 
 
 def test_blob_read_under_another_id_is_detected() -> None:
     """A blob file renamed (or copied) to another id does not decrypt there."""
     got, err = drain(THREE_BLOB, THREE_KEY, new_id())
     assert err is not None and got == b""
-    small, key, blob_id, _ = encrypt(b"")
+    small, key, _, _ = encrypt(b"")
     got, err = drain(small, key, new_id())
     assert err is not None and got == b""
 
@@ -363,6 +374,59 @@ def test_wrong_expected_hash_withholds_the_final_chunk() -> None:
 def test_wrong_expected_header_is_refused_before_decrypting() -> None:
     got, err = drain(THREE_BLOB, THREE_KEY, THREE_ID, expected_header=bytes(HEADER_BYTES))
     assert err is not None and "header differs" in str(err) and got == b""
+
+
+def forge(chunks: list[tuple[bytes, int]]) -> tuple[bytes, bytes, str]:
+    """A blob made chunk by chunk with raw libsodium, as a non-conforming writer would."""
+    import nacl.bindings as sodium
+
+    key, blob_id = new_blob_key(), new_id()
+    state = sodium.crypto_secretstream_xchacha20poly1305_state()
+    header = sodium.crypto_secretstream_xchacha20poly1305_init_push(state, key)
+    ad = BLOB_PREFIX + bytes.fromhex(blob_id)
+    body = b"".join(
+        sodium.crypto_secretstream_xchacha20poly1305_push(state, data, ad, tag)
+        for data, tag in chunks
+    )
+    return BLOB_PREFIX + header + body, key, blob_id
+
+
+MESSAGE, PUSH, REKEY, FINAL = 0, 1, 2, 3
+
+
+def test_forged_blob_with_standard_chunking_reads() -> None:
+    """The forging helper itself is sound: conforming chunks read back."""
+    blob, key, blob_id = forge([(bytes(C), MESSAGE), (b"end", FINAL)])
+    assert blob_stored_size(C + 3) == len(blob)
+    got, err = drain(blob, key, blob_id)
+    assert err is None and got == bytes(C) + b"end"
+
+
+@pytest.mark.parametrize(
+    ("chunks", "message"),
+    [
+        # A non-final chunk must be full: the reader takes 65,553 bytes at a time, so a
+        # short one merges with the next and fails, or stands alone at the end.
+        ([(b"short", MESSAGE), (b"end", FINAL)], "failed authentication"),
+        ([(b"short", MESSAGE)], "unexpected chunk tag or size"),
+        # Only the MESSAGE and FINAL tags are used.
+        ([(bytes(C), PUSH), (b"end", FINAL)], "unexpected chunk tag or size"),
+        ([(bytes(C), REKEY), (b"end", FINAL)], "unexpected chunk tag or size"),
+        ([(b"end", PUSH)], "unexpected chunk tag or size"),
+    ],
+    ids=["short-message-chunk", "short-message-last", "push-tag", "rekey-tag", "push-as-last"],
+)
+def test_nonconforming_chunks_are_refused(chunks: list[tuple[bytes, int]], message: str) -> None:
+    blob, key, blob_id = forge(chunks)
+    got, err = drain(blob, key, blob_id)
+    assert err is not None and got == b""
+    assert message in str(err)
+
+
+def test_stream_without_final_tag_is_refused() -> None:
+    blob, key, blob_id = forge([(bytes(C), MESSAGE), (bytes(C), MESSAGE)])
+    got, err = drain(blob, key, blob_id)
+    assert err is not None and "no final chunk" in str(err) and got == bytes(2 * C)
 
 
 def test_wrong_key_is_detected() -> None:
@@ -513,7 +577,8 @@ def test_canonical_is_deterministic_and_sorted() -> None:
     doc = json.loads(raw)
     assert list(doc) == sorted(doc)
     assert list(doc["headers"]) == sorted(doc["headers"])
-    assert raw == json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    again = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert raw == again.encode()
     assert b" " not in raw  # compact separators (and no value here has a space)
     assert set(doc) == {
         "v", "delivery_id", "blob_id", "blob_key", "blob_header", "plain_size", "stored_size",
@@ -636,7 +701,7 @@ def test_short_or_garbage_sealed_records_are_refused() -> None:
 
 
 def test_sealed_values_round_trip_and_refuse_other_keys() -> None:
-    sealed = crypto.seal_to(ANNA.public_key, "anna@example.org".encode())
+    sealed = crypto.seal_to(ANNA.public_key, b"anna@example.org")
     assert len(sealed) == len("anna@example.org") + 48
     assert crypto.unseal(ANNA, sealed) == b"anna@example.org"
     with pytest.raises(MetaError):
