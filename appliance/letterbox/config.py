@@ -90,6 +90,20 @@ class SmtpSettings:
     timeout: int = 300
     max_connections_per_address: int = 20
     max_bad_commands: int = 10
+    # The longest line accepted in a message, CRLF included; 0 for no limit.
+    # RFC 5321's 1000 is what every server must accept, not a ceiling: real mail
+    # has longer lines, and streaming makes them cost no memory.
+    max_line_length: Size = Size(1 << 20)
+    # Where to listen. Empty: all interfaces, or 127.0.0.1 with --dev.
+    listen_address: str = ""
+    # 0: the standard port 25, or 2525 with --dev.
+    port: int = 0
+    # PEM certificate chain and key for STARTTLS. Empty: a self-signed pair made
+    # on first run under DATA/box/tls/.
+    tls_cert: str = ""
+    tls_key: str = ""
+    # Seconds a session in the middle of a message gets to finish when the box stops.
+    shutdown_grace: int = 20
 
 
 @dataclass(frozen=True)

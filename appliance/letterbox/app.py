@@ -1,0 +1,188 @@
+"""`letterbox run`: the appliance as one asyncio process (DESIGN.md, "One process").
+
+Start order: config (done by the CLI) → drive → SMTP listeners; later issues add
+POP3, web, mDNS and systemd notification as further steps of `Appliance.start`
+and `Appliance.stop`. Stop order is the reverse: listeners stop accepting and
+drain (a message in flight may finish within `smtp.shutdown_grace`), then the
+drive closes, so every 250 sent was for a committed message and nothing half
+written stays behind.
+
+A drive that cannot be opened does not stop the box: SMTP then answers
+451 4.3.0 and senders retry, which is what an unplugged USB drive will look like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+from letterbox import config, state, tls
+from letterbox.drive import Drive, DriveError
+from letterbox.smtp import Gateway, SmtpListener
+
+log = logging.getLogger("letterbox")
+
+SMTP_PORT = 25
+DEV_SMTP_PORT = 2525  # DESIGN.md, "One process": the `make run` ports
+SAMPLE_MAILBOX = "postmaster@letterbox.test"  # .test is reserved (RFC 2606): never real mail
+
+
+class Appliance:
+    """The running box: a drive (or none) and the listeners in front of it."""
+
+    def __init__(self, cfg: config.Config, data_dir: Path, *, dev: bool) -> None:
+        self.cfg = cfg
+        self.data_dir = data_dir
+        self.dev = dev
+        self.drive: Drive | None = None
+        self.smtp: SmtpListener | None = None
+        self.sample: tuple[str, str, str | None] | None = None  # address, password, code
+
+    # -- starting -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._open_drive()
+        if self.dev and self.drive is not None and not self.drive.mailboxes():
+            self._create_sample_mailbox()
+        await self._start_smtp()
+
+    def _open_drive(self) -> None:
+        try:
+            self.drive = state.open_drive(self.cfg, self.data_dir)
+        except DriveError as exc:
+            log.error("drive unavailable (%s); SMTP answers 451 until it is back", exc)
+            self.drive = None
+            return
+        stats = self.drive.stats()
+        log.info(
+            "drive %s open at %s: %s mailboxes, %s messages",
+            stats["drive_id"], self.cfg.drive_path(self.data_dir), stats["mailboxes"],
+            stats["deliveries"],
+        )
+
+    def _create_sample_mailbox(self) -> None:
+        assert self.drive is not None
+        password = secrets.token_urlsafe(12)
+        mailbox, code = self.drive.create_mailbox(
+            SAMPLE_MAILBOX, quota=self.cfg.mailbox.default_quota, password=password
+        )
+        self.sample = (mailbox.address, password, code)
+        log.info("created the sample mailbox for development")
+
+    async def _start_smtp(self) -> None:
+        s = self.cfg.smtp
+        host = s.listen_address or ("127.0.0.1" if self.dev else "")
+        port = s.port or (DEV_SMTP_PORT if self.dev else SMTP_PORT)
+        tls_context = tls.box_context(self.data_dir, self.cfg.box.hostname, s.tls_cert, s.tls_key)
+        gateway = Gateway(s, lambda: self.drive, debug=self.cfg.log.debug)
+        self.smtp = SmtpListener(
+            gateway, s, hostname=self.cfg.box.hostname, host=host, port=port,
+            tls_context=tls_context, debug=self.cfg.log.debug,
+        )
+        bound = await self.smtp.start()
+        for addr, p in bound:
+            log.info("SMTP listening on %s port %d (STARTTLS offered)", addr, p)
+
+    # -- stopping -----------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        if self.smtp is not None:
+            await self.smtp.stop(float(self.cfg.smtp.shutdown_grace))
+        if self.drive is not None:
+            drive, self.drive = self.drive, None  # from now on: 451 for anyone left
+            await asyncio.to_thread(drive.close)
+            log.info("drive closed cleanly")
+
+    def hurry(self) -> None:
+        """A second signal: end the grace period now."""
+        if self.smtp is not None:
+            self.smtp.hurry()
+
+    # -- for a person at a terminal --------------------------------------------------------
+
+    def banner(self) -> str:
+        smtp = self.smtp
+        host = (smtp.host or "0.0.0.0") if smtp else "?"
+        port = smtp.port if smtp else 0
+        where = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        exe = sys.argv[0] if Path(sys.argv[0]).name == "letterbox" else "letterbox"
+        data = f"--data {self.data_dir}"
+        lines = [
+            f"Letterbox is running{' (development mode)' if self.dev else ''}.",
+            f"  SMTP  {host}:{port}, STARTTLS offered",
+            f"  data  {self.data_dir}  (drive: {self.cfg.drive_path(self.data_dir)})",
+        ]
+        if self.drive is None:
+            lines.append("  the drive is unavailable: mail is answered 451 (try later)")
+        to = self.sample[0] if self.sample else "ADDRESS"
+        if self.sample:
+            address, password, code = self.sample
+            lines += [
+                "",
+                "First run: made a sample mailbox.",
+                f"  address        {address}",
+                f"  password       {password}",
+                f"  recovery code  {code}",
+            ]
+        if self.dev:
+            lines += [
+                "",
+                "Send it a first mail:",
+                f"  swaks --server {where}:{port} --to {to}",
+                "or",
+                f"  python3 -c \"import smtplib; smtplib.SMTP('{where}', {port}).sendmail("
+                f"'me@example.org', ['{to}'], "
+                "b'Subject: Hello\\r\\n\\r\\nMy first letter.\\r\\n')\"",
+                "Read it:",
+                f"  {exe} {data} mailbox list    (messages and sizes; POP3 comes in a later issue)",
+            ]
+        lines += ["", "Stop with Ctrl-C."]
+        return "\n".join(lines)
+
+
+def setup_logging(cfg: config.Config) -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # aiosmtpd names peers and addresses at INFO; only in debug mode do we want that.
+    logging.getLogger("mail.log").setLevel(logging.INFO if cfg.log.debug else logging.WARNING)
+
+
+async def _main(app: Appliance) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(signame: str) -> None:
+        if stop.is_set():
+            log.info("%s again: not waiting for sessions any longer", signame)
+            app.hurry()
+            return
+        log.info("%s: stopping", signame)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    try:
+        await app.start()
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        await app.stop()
+        return 1
+    print(app.banner(), flush=True)
+    await stop.wait()
+    await app.stop()
+    log.info("stopped")
+    return 0
+
+
+def run_appliance(cfg: config.Config, data_dir: Path, *, dev: bool) -> int:
+    """Run until SIGINT/SIGTERM; the exit status for the CLI."""
+    setup_logging(cfg)
+    return asyncio.run(_main(Appliance(cfg, data_dir, dev=dev)))

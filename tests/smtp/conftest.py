@@ -1,0 +1,221 @@
+"""A real gateway for tests: a real drive in a tmp dir, a real listener on 127.0.0.1.
+
+The listener runs on its own event loop in a thread, so tests can use blocking
+clients (smtplib, raw sockets, swaks) exactly as a sending MTA would, and read
+what arrived straight from the drive afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from letterbox.boxkeys import BoxKeys
+from letterbox.config import SmtpSettings
+from letterbox.crypto import Argon2Limits
+from letterbox.drive import Drive
+from letterbox.smtp import Gateway, SmtpListener
+from letterbox.tls import box_context
+
+PASSWORD = "correct horse"
+CHEAP = Argon2Limits(1, 8192)
+DOMAIN = "home.test"
+ALICE = f"alice@{DOMAIN}"
+BOB = f"bob@{DOMAIN}"
+
+
+class Box:
+    """A running gateway and the drive behind it."""
+
+    def __init__(self, root: Path, settings: SmtpSettings, *, tls: bool = True) -> None:
+        self.root = root
+        self.settings = settings
+        self.drive: Drive | None = Drive.open(root / "drive", BoxKeys.load_or_create(root),
+                                              limits=CHEAP, hostname="mx.home.test")
+        self.mailboxes: dict[str, str] = {}
+        for address in (ALICE, BOB, "postmaster@home.test", "jörg@home.test"):
+            self.add_mailbox(address)
+        self.gateway = Gateway(settings, lambda: self.drive, debug=False)
+        self.tls_context = box_context(root, "mx.home.test") if tls else None
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.listener = SmtpListener(
+            self.gateway, settings, hostname="mx.home.test", host="127.0.0.1", port=0,
+            tls_context=self.tls_context,
+        )
+        self.call(self.listener.start())
+        self.port = self.listener.port
+
+    def add_mailbox(self, address: str, quota: int = 1 << 30) -> None:
+        assert self.drive is not None
+        info, _ = self.drive.create_mailbox(address, quota=quota, password=PASSWORD)
+        self.mailboxes[address] = info.id
+
+    def call(self, coro: object, timeout: float = 60) -> object:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
+
+    def connect(self, timeout: float = 10) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        return sock
+
+    def messages(self, address: str) -> list[bytes]:
+        """Everything stored for `address`, decrypted, in arrival order."""
+        assert self.drive is not None
+        mailbox_id = self.mailboxes[address]
+        secret = self.drive.unlock(mailbox_id, PASSWORD)
+        return [
+            self.drive.open_message(mailbox_id, d.id, secret).read()
+            for d in self.drive.list(mailbox_id)
+        ]
+
+    def stored_files(self) -> list[Path]:
+        """Every blob and temporary on the drive: what a refusal must not leave behind."""
+        assert self.drive is not None
+        blobs = self.drive.layout.blobs
+        return [p for p in blobs.rglob("*") if p.is_file()]
+
+    def wait_idle(self, timeout: float = 10) -> None:
+        """Until every session has ended (the server closed or the client left)."""
+        deadline = time.monotonic() + timeout
+        while self.listener.sessions and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not self.listener.sessions, "sessions still open"
+
+    def close(self) -> None:
+        self.call(self.listener.stop(1.0))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+        if self.drive is not None:
+            self.drive.close()
+
+
+def settings(**overrides: object) -> SmtpSettings:
+    base = SmtpSettings(local_domains=["extra.test"], timeout=30)
+    return dataclasses.replace(base, **overrides)
+
+
+@pytest.fixture
+def make_box(tmp_path: Path) -> Iterator[Callable[..., Box]]:
+    boxes: list[Box] = []
+
+    def make(tls: bool = True, **overrides: object) -> Box:
+        box = Box(tmp_path / f"box{len(boxes)}", settings(**overrides), tls=tls)
+        boxes.append(box)
+        return box
+
+    yield make
+    for box in boxes:
+        box.close()
+
+
+@pytest.fixture
+def box(make_box: Callable[..., Box]) -> Box:
+    return make_box()
+
+
+def strip_received(message: bytes) -> bytes:
+    """The message without the Received header the gateway prepended (and only that)."""
+    assert message.startswith(b"Received: "), message[:80]
+    end = 0
+    while True:
+        end = message.index(b"\r\n", end) + 2
+        if message[end : end + 1] not in (b"\t", b" "):
+            return message[end:]
+
+
+def unverified_tls() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class Wire:
+    """A raw SMTP client: send exact bytes, read exact replies."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def reply(self) -> tuple[int, list[str]]:
+        """One (possibly multi-line) reply: code and the text lines."""
+        lines = []
+        while True:
+            while b"\r\n" not in self.buf:
+                more = self.sock.recv(65536)
+                if not more:
+                    raise ConnectionError(f"closed; had {self.buf!r}, {lines}")
+                self.buf += more
+            line, self.buf = self.buf.split(b"\r\n", 1)
+            text = line.decode()
+            lines.append(text[4:])
+            if text[3:4] != "-":
+                return int(text[:3]), lines
+
+    def code(self) -> int:
+        return self.reply()[0]
+
+    def line(self) -> str:
+        code, lines = self.reply()
+        return f"{code} {lines[-1]}"
+
+    def cmd(self, command: str) -> str:
+        self.send(command.encode() + b"\r\n")
+        return self.line()
+
+    def closed(self, timeout: float = 10) -> bool:
+        """True if the server closes the connection (after any pending replies)."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                more = self.sock.recv(65536)
+                if not more:
+                    return True
+                self.buf += more
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except TimeoutError:
+            return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def wire(box: Box) -> Iterator[Callable[[], Wire]]:
+    opened: list[Wire] = []
+
+    def open_wire(target: Box | None = None, ehlo: bool = True) -> Wire:
+        w = Wire((target or box).connect())
+        opened.append(w)
+        assert w.code() == 220
+        if ehlo:
+            w.send(b"EHLO client.example\r\n")
+            assert w.code() == 250
+        return w
+
+    yield open_wire  # type: ignore[misc]
+    for w in opened:
+        w.close()
+
+
+def rss_kib(pid: int | None = None) -> int:
+    with open(f"/proc/{pid or os.getpid()}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
