@@ -11,6 +11,7 @@ import dataclasses
 import re
 import tomllib
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, ClassVar, get_type_hints
 
@@ -38,7 +39,7 @@ class Size(int):
         if isinstance(value, str):
             m = cls._PATTERN.match(value)
             if m:
-                return cls(int(float(m.group(1)) * cls._UNITS[m.group(2).upper()]))
+                return cls(int(Fraction(m.group(1)) * cls._UNITS[m.group(2).upper()]))
         raise ValueError(f"expected a size such as 2G, 64M or 1048576, got {value!r}")
 
     def human(self) -> str:
@@ -184,4 +185,8 @@ def load(path: Path | None) -> Config:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
     return from_mapping(data)
