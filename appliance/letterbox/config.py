@@ -66,6 +66,9 @@ class DriveSettings:
     keep_days: int = 0
     # Concurrent commits share one index transaction and fsync (see drive/committer.py).
     group_commit: bool = True
+    # How blobs are made durable: "syncfs" (one per commit batch; for a drive that is a
+    # filesystem of its own), "fsync" (per file), or "auto" (syncfs on a mount point).
+    sync: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,11 @@ def from_mapping(data: dict[str, Any]) -> Config:
                 raise ConfigError(f"unknown setting '{name}.{key}' (known: {known})")
             values[key] = _coerce(f"{name}.{key}", field_types[key], value)
         sections[name] = cls(**values)
+    drive = sections.get("drive")
+    if isinstance(drive, DriveSettings) and drive.sync not in ("auto", "syncfs", "fsync"):
+        raise ConfigError(
+            f"setting 'drive.sync': expected auto, syncfs or fsync, got {drive.sync!r}"
+        )
     return Config(**sections)
 
 

@@ -54,10 +54,10 @@ def writer(drive: Drive, address: str, mailbox_id: str, first_seed: int) -> None
 
 
 def main() -> None:
-    data_dir, address, seed = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    data_dir, address, seed, sync = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
     drive = Drive.open(
         data_dir / "drive", BoxKeys.load_or_create(data_dir),
-        settings=DriveSettings(reserve=Size(0)), limits=FAST_ARGON2,
+        settings=DriveSettings(reserve=Size(0), sync=sync), limits=FAST_ARGON2,
     )
     mailbox = drive.find_mailbox(address)
     assert mailbox is not None

@@ -28,7 +28,8 @@ def open_drive(data_dir: Path) -> Drive:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sync", ["fsync", "syncfs"])
+def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path, sync: str) -> None:
     data_dir = tmp_path / "data"
     with open_drive(data_dir) as drive:
         mailbox, _ = drive.create_mailbox("crash@example.org", quota=1 << 40, password=PASSWORD)
@@ -37,10 +38,10 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path) ->
     deleting: set[str] = set()  # a kill may land after the delete but before "deleted"
     rng = random.Random(1234)
     recoveries = 0
-    for round_no in range(25):
+    for round_no in range(15):
         child = subprocess.Popen(
             [sys.executable, "-m", "tests.drive.crash_child", str(data_dir), mailbox.address,
-             str(round_no * 10_000_000)],
+             str(round_no * 10_000_000), sync],
             cwd=REPO, stdout=subprocess.PIPE, text=True,
         )
         assert child.stdout is not None
@@ -76,7 +77,7 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path) ->
         report = check_drive(data_dir / "drive", BoxKeys.load_or_create(data_dir))
         assert report.ok, report.render()
         assert not report.warnings, report.render()
-    assert len(promised) > 100  # the children really did work between kills
+    assert len(promised) > 50  # the children really did work between kills
     assert recoveries > 0  # and some kills really left something to clean up
 
 

@@ -23,8 +23,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from nacl.public import PrivateKey
@@ -57,6 +57,15 @@ log = logging.getLogger(__name__)
 
 
 
+def _attempt(fn: Callable[[CommitRequest, bool], None], req: CommitRequest, sync: bool
+             ) -> BaseException | None:
+    try:
+        fn(req, sync)
+    except BaseException as exc:
+        return exc
+    return None
+
+
 class Drive:
     """An open drive. Thread-safe: protocols call it from the event loop and executors."""
 
@@ -82,6 +91,9 @@ class Drive:
         self._by_id: dict[str, str] = {}  # mailbox id -> normalized address
         self._last_expire = 0.0
         self._sync_fd = os.open(lay.base, os.O_RDONLY | os.O_DIRECTORY)
+        sync = settings.sync
+        self._syncfs = sync == "syncfs" or (sync == "auto" and os.path.ismount(lay.root))
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="letterbox-sync")
         self.recovery = RecoveryReport()
         self._committer: GroupCommitter[CommitRequest, list[str]] = GroupCommitter(
             self._apply_batch, batching=settings.group_commit
@@ -143,6 +155,7 @@ class Drive:
         self._closed = True
         self._committer.close()
         os.close(self._sync_fd)
+        self._pool.shutdown()
         with self._lock:
             with contextlib.suppress(sqlite3.Error):
                 if clean:
@@ -368,29 +381,53 @@ class Drive:
             raise
         return delivery.commit()
 
-    def _apply_batch(self, requests: Sequence[CommitRequest]) -> list[list[str] | BaseException]:
-        """Make a batch durable: blobs into place, one syncfs, one index transaction.
+    def _place_blobs(self, requests: Sequence[CommitRequest]) -> list[DriveError | None]:
+        """Move finished blobs into place durably; per request, None or why it failed.
 
-        One syncfs(2) of the drive's filesystem makes every blob of the batch and
-        every rename durable at once, where per-file fsyncs would cost two journal
-        commits per message (bench/RESULTS.md has both). The drive is a filesystem
-        of its own on the appliance, so syncfs flushes nothing else.
+        On a drive that is a filesystem of its own (the appliance's USB drive), one
+        syncfs(2) makes every blob and rename of the batch durable at once, where
+        per-file fsyncs cost two journal commits per message. On a directory inside
+        a shared filesystem (development) syncfs would flush other programs' data
+        too, so each blob is fsync'd, renamed and its directory fsync'd, in parallel.
         """
-        results: list[list[str] | BaseException | None] = [None] * len(requests)
-        for i, req in enumerate(requests):
+        errors: list[DriveError | None] = [None] * len(requests)
+
+        def place(req: CommitRequest, sync: bool) -> None:
             try:
+                if sync:
+                    os.fsync(req.file.fileno())
+            finally:
                 req.file.close()
-                os.rename(self.layout.blob_tmp(req.blob_id), self.layout.blob(req.blob_id))
+            final = self.layout.blob(req.blob_id)
+            os.rename(self.layout.blob_tmp(req.blob_id), final)
+            if sync:
+                fsync_dir(final.parent)
+
+        per_file = not self._syncfs
+        if per_file and len(requests) > 1:
+            outcomes = [self._pool.submit(place, r, True) for r in requests]
+            failures = [f.exception() for f in outcomes]
+        else:
+            failures = [_attempt(place, r, per_file) for r in requests]
+        for i, failure in enumerate(failures):
+            if isinstance(failure, OSError):
+                errors[i] = io_error(failure)
+            elif failure is not None:
+                raise failure
+        if self._syncfs:
+            try:
+                syncfs(self._sync_fd)
             except OSError as exc:
-                results[i] = io_error(exc)
+                errors = [io_error(exc)] * len(requests)
+        for req, error in zip(requests, errors, strict=True):
+            if error is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(self.layout.blob_tmp(req.blob_id))
-        try:
-            syncfs(self._sync_fd)
-        except OSError as exc:
-            err = io_error(exc)
-            results = [r or err for r in results]
+        return errors
 
+    def _apply_batch(self, requests: Sequence[CommitRequest]) -> list[list[str] | BaseException]:
+        """Make a batch durable: blobs into place and synced, then one index transaction."""
+        results: list[list[str] | BaseException | None] = list(self._place_blobs(requests))
         batch = Batch()
         with self._lock:
             try:
