@@ -925,6 +925,19 @@ def test_slot_matches_documented_construction(ring: tuple[Keyring, PrivateKey, s
     assert plain == bytes(secret)
 
 
+def test_recovery_key_with_raw_libsodium() -> None:
+    """docs/format.md: the personalisation is "lbx-recovery-v1" padded with one zero byte."""
+    import nacl.bindings as sodium
+
+    normal = "7KQ2M9XD0B4R1TVWXYZ0123456789ABC"
+    ours = hashlib.blake2b(normal.encode(), digest_size=32, person=b"lbx-recovery-v1").digest()
+    theirs = sodium.crypto_generichash_blake2b_salt_personal(
+        normal.encode(), digest_size=32, salt=bytes(16), person=b"lbx-recovery-v1\0"
+    )
+    assert ours == theirs
+    assert crypto._recovery_key("7kq2-m9xd-oB4r-ItVw-xyzO-l234-5678-9abc") == ours
+
+
 def test_keyring_json_round_trip(ring: tuple[Keyring, PrivateKey, str]) -> None:
     keyring = ring[0]
     again = Keyring.from_json(keyring.to_json())
