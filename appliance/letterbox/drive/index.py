@@ -102,3 +102,10 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
         conn.close()
         raise DriveFormatError(f"index schema version {version} is not valid")
     return conn
+
+
+def connect_reader(path: Path) -> sqlite3.Connection:
+    """A second, read-only connection: in WAL mode it reads while a commit is syncing."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA query_only=ON")
+    return conn

@@ -85,8 +85,14 @@ class Drive:
         self.settings = settings
         self.limits = limits
         self.hostname = hostname
+        # Writes go through one connection under a lock (the committer holds it for a
+        # batch's transaction); reads use their own connection, so a lookup from the
+        # event loop never waits behind a commit's fsync (WAL: readers see the last
+        # committed state).
         self._conn = conn
         self._lock = threading.RLock()
+        self._reader = index.connect_reader(lay.index)
+        self._read_lock = threading.Lock()
         self._addresses: dict[str, str] = {}  # normalized address -> mailbox id
         self._by_id: dict[str, str] = {}  # mailbox id -> normalized address
         self._last_expire = 0.0
@@ -161,6 +167,8 @@ class Drive:
                 if clean:
                     self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._conn.close()
+        with self._read_lock:
+            self._reader.close()
         if clean:
             with contextlib.suppress(FileNotFoundError):
                 self.layout.open_marker.unlink()
@@ -299,19 +307,20 @@ class Drive:
                     (mailbox_id, sealed_addr, ring.public_key, quota, int(ring.end_to_end),
                      int(time.time())),
                 )
-            self._addresses[addr] = mailbox_id
-            self._by_id[mailbox_id] = addr
+            # Copy on write: lookups read these dicts without a lock.
+            self._addresses = {**self._addresses, addr: mailbox_id}
+            self._by_id = {**self._by_id, mailbox_id: addr}
         return self.mailbox(mailbox_id), code
 
     def mailbox(self, mailbox_id: str) -> MailboxInfo:
-        with self._lock:
-            row = self._conn.execute(
+        with self._read_lock:
+            row = self._reader.execute(
                 "SELECT public_key, quota, used, messages, end_to_end FROM mailboxes WHERE id = ?",
                 (mailbox_id,),
             ).fetchone()
-            if row is None:
-                raise MailboxNotFound(f"no mailbox with id {mailbox_id}")
-            address = self._by_id[mailbox_id]
+        address = self._by_id.get(mailbox_id)
+        if row is None or address is None:
+            raise MailboxNotFound(f"no mailbox with id {mailbox_id}")
         return MailboxInfo(mailbox_id, address, row[0], row[1], row[2], row[3], bool(row[4]))
 
     def find_mailbox(self, address: str) -> MailboxInfo | None:
@@ -319,18 +328,14 @@ class Drive:
             addr = normalize_address(address)
         except ValueError:
             return None
-        with self._lock:
-            mailbox_id = self._addresses.get(addr)
+        mailbox_id = self._addresses.get(addr)
         return None if mailbox_id is None else self.mailbox(mailbox_id)
 
     def mailboxes(self) -> list[MailboxInfo]:
-        with self._lock:
-            ids = sorted(self._addresses.items())
-        return [self.mailbox(i) for _, i in ids]
+        return [self.mailbox(i) for _, i in sorted(self._addresses.items())]
 
     def local_domains(self) -> set[str]:
-        with self._lock:
-            return {a.rpartition("@")[2] for a in self._addresses}
+        return {a.rpartition("@")[2] for a in self._addresses}
 
     def keyring(self, mailbox_id: str) -> crypto.Keyring:
         try:
@@ -511,8 +516,8 @@ class Drive:
 
     def list(self, mailbox_id: str) -> list[DeliveryInfo]:
         """A mailbox's deliveries in arrival order."""
-        with self._lock:
-            rows = self._conn.execute(
+        with self._read_lock:
+            rows = self._reader.execute(
                 "SELECT id, plain_size, stored_size, received, retrieved FROM deliveries "
                 "WHERE mailbox_id = ? ORDER BY seq",
                 (mailbox_id,),
@@ -521,8 +526,8 @@ class Drive:
 
     def sealed_meta(self, mailbox_id: str, delivery_id: str) -> tuple[str, bytes]:
         """(blob id, sealed metadata) of one delivery, for end-to-end readers."""
-        with self._lock:
-            row = self._conn.execute(
+        with self._read_lock:
+            row = self._reader.execute(
                 "SELECT blob_id, meta FROM deliveries WHERE id = ? AND mailbox_id = ?",
                 (delivery_id, mailbox_id),
             ).fetchone()
@@ -578,8 +583,8 @@ class Drive:
         return deleted
 
     def evictions(self, mailbox_id: str, limit: int = 100) -> list[EvictionRecord]:
-        with self._lock:
-            rows = self._conn.execute(
+        with self._read_lock:
+            rows = self._reader.execute(
                 "SELECT delivery_id, at, received, plain_size, reason FROM evictions "
                 "WHERE mailbox_id = ? ORDER BY seq DESC LIMIT ?",
                 (mailbox_id, limit),
@@ -589,13 +594,13 @@ class Drive:
     # -- figures -----------------------------------------------------------------------
 
     def stats(self) -> dict[str, int | str]:
-        with self._lock:
-            mailboxes = self._conn.execute("SELECT COUNT(*) FROM mailboxes").fetchone()[0]
-            deliveries = self._conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0]
-            blobs, stored = self._conn.execute(
+        with self._read_lock:
+            mailboxes = self._reader.execute("SELECT COUNT(*) FROM mailboxes").fetchone()[0]
+            deliveries = self._reader.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0]
+            blobs, stored = self._reader.execute(
                 "SELECT COUNT(*), COALESCE(SUM(stored_size), 0) FROM blobs"
             ).fetchone()
-            evictions = self._conn.execute("SELECT COUNT(*) FROM evictions").fetchone()[0]
+            evictions = self._reader.execute("SELECT COUNT(*) FROM evictions").fetchone()[0]
         return {
             "drive_id": self.identity.drive_id,
             "format_version": self.identity.version,
