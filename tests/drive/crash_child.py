@@ -16,6 +16,7 @@ from pathlib import Path
 from letterbox.boxkeys import BoxKeys
 from letterbox.config import DriveSettings, Size
 from letterbox.drive import Drive
+
 from tests.helpers import FAST_ARGON2
 
 out_lock = threading.Lock()

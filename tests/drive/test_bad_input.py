@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from letterbox.boxkeys import BoxKeys
 from letterbox.crypto import WrongPassword, WrongRecoveryCode
 from letterbox.drive import Drive, DriveFormatError, MessageDamaged
 from letterbox.drive.check import check_drive
+
 from tests.helpers import FAST_ARGON2, PASSWORD, message
 
 
@@ -49,7 +49,7 @@ def test_corrupt_index_is_refused_and_blobs_are_untouched(data_dir: Path) -> Non
     index = data_dir / "drive/letterbox/index.sqlite3"
     index.write_bytes(b"this is not a database" * 100)
     before = snapshot(data_dir / "drive")
-    with pytest.raises(DriveFormatError, match="index .* is damaged"):
+    with pytest.raises(DriveFormatError, match=r"index .* is damaged"):
         reopen(data_dir)
     assert snapshot(data_dir / "drive") == before
     report = check_drive(data_dir / "drive", BoxKeys.load_or_create(data_dir))
@@ -105,15 +105,15 @@ def test_altered_or_swapped_blobs_and_metadata_are_refused(data_dir: Path) -> No
     conn.close()
     with reopen(data_dir) as drive:
         secret = drive.unlock(mailbox_id, PASSWORD)
-        with pytest.raises(MessageDamaged, match="swapped|another"):
+        with pytest.raises(MessageDamaged, match=r"swapped|another"):
             drive.open_message(mailbox_id, ids[0], secret).read()
         for delivery_id in ids[1:]:
-            with pytest.raises(MessageDamaged, match="swapped|another"):
+            with pytest.raises(MessageDamaged, match=r"swapped|another"):
                 drive.open_message(mailbox_id, delivery_id, secret)
 
 
 def test_foreign_files_are_reported_and_left_alone(data_dir: Path) -> None:
-    mailbox_id, ids = populated(data_dir)
+    mailbox_id, _ = populated(data_dir)
     lay = data_dir / "drive/letterbox"
     foreign = [lay / "holiday-photos.txt", lay / "blobs/ab/README", lay / "blobs/zz"]
     for f in foreign:
@@ -156,7 +156,7 @@ def test_another_box_cannot_use_the_drive(data_dir: Path, tmp_path: Path) -> Non
 
 
 def test_wrong_password_and_recovery_code(data_dir: Path) -> None:
-    mailbox_id, ids = populated(data_dir)
+    mailbox_id, _ = populated(data_dir)
     with reopen(data_dir) as drive:
         with pytest.raises(WrongPassword):
             drive.unlock(mailbox_id, "not the password")

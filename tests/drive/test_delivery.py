@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
-
 from letterbox.crypto import CHUNK_SIZE
 from letterbox.drive import Drive, MailboxNotFound, MessageTooLarge
+
 from tests.helpers import PASSWORD, message
 
 

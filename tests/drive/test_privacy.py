@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from letterbox.drive import Drive
+
 from tests.helpers import PASSWORD
 
 SECRETS = [

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 from letterbox.boxkeys import BoxKeys
 from letterbox.config import DriveSettings, Size
 from letterbox.drive import Drive
 from letterbox.drive.check import check_drive
+
 from tests.drive.crash_child import body
 from tests.helpers import FAST_ARGON2, PASSWORD, message
 

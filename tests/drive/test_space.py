@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from letterbox.boxkeys import BoxKeys
 from letterbox.config import DriveSettings, Size
 from letterbox.crypto import blob_stored_size
 from letterbox.drive import Drive, MessageTooLarge, StorageFull
 from letterbox.drive.space import EVICT_QUERY
+
 from tests.helpers import FAST_ARGON2, PASSWORD, message
 
 MSG = 10_000

@@ -3,15 +3,29 @@
 Only the header section is looked at, and at most HEADER_LIMIT bytes of it, so a
 message with an endless header block costs bounded memory; what cannot be parsed
 is simply left out of the metadata (the message itself is stored untouched).
+This runs once per delivery on the SMTP event loop, so it unfolds and picks the
+five fields by hand (RFC 5322 §2.2.3) and decodes RFC 2047 encoded words only
+where they occur, instead of building a full email.message object.
 """
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
+import email.header
 
 HEADER_LIMIT = 64 * 1024
-KEPT = ("From", "To", "Subject", "Date", "Message-ID")
+KEPT = {"from": "From", "to": "To", "subject": "Subject", "date": "Date",
+        "message-id": "Message-ID"}
+MAX_VALUE = 1000
+
+
+def _decode(raw: bytes) -> str:
+    text = raw.decode("utf-8", errors="replace").strip()
+    if "=?" in text:
+        try:
+            return str(email.header.make_header(email.header.decode_header(text)))
+        except (ValueError, LookupError, UnicodeError):
+            return text
+    return text
 
 
 class HeaderSniffer:
@@ -34,18 +48,25 @@ class HeaderSniffer:
             self._done = True
 
     def headers(self) -> dict[str, str]:
-        try:
-            msg = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(
-                bytes(self._buf)
-            )
-        except Exception:  # a garbage header block still gets stored, just unindexed
-            return {}
+        """The kept fields, first occurrence of each, unfolded and decoded."""
         found: dict[str, str] = {}
-        for name in KEPT:
-            try:
-                value = msg.get(name)
-            except Exception:
-                value = None
-            if value is not None:
-                found[name] = str(value)[:1000]
+        fields: list[list[bytes]] = []
+        for line in bytes(self._buf).splitlines():
+            if not line:
+                break
+            if line[:1] in (b" ", b"\t"):
+                if fields:
+                    fields[-1].append(line)
+                continue
+            fields.append([line])
+        for parts in fields:
+            name, sep, value = parts[0].partition(b":")
+            if not sep:
+                continue
+            key = KEPT.get(name.strip().decode("ascii", errors="replace").lower())
+            if key is None or key in found:
+                continue
+            found[key] = _decode(b" ".join([value.strip(), *(p.strip() for p in parts[1:])]))[
+                :MAX_VALUE
+            ]
         return found
