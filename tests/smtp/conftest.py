@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from letterbox.boxkeys import BoxKeys
 from letterbox.config import SmtpSettings
 from letterbox.crypto import Argon2Limits

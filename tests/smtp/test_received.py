@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from letterbox.smtp.received import TlsInfo, protocol, received_header
 
-NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def header(**kw):

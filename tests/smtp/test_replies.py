@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from letterbox.smtp import replies as R
 
 NO_ENHANCED = {"GREETING", "HELO", "START_DATA"}  # RFC 2034 §3, and 3xx has no class

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from letterbox.smtp.syntax import PathError, domain_of, parse_path
 
 

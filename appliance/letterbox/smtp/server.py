@@ -6,8 +6,7 @@ new connection clears and every EHLO grows, rejects the null sender "<>", sends
 replies without enhanced status codes, and spends ~160 µs per connection in
 `__init__` introspecting handler hooks. So this subclass keeps what aiosmtpd
 does well - the asyncio protocol shell: `connection_made`, `connection_lost`,
-`eof_received`, `_reset_timeout`, `_cb_client_connected`, `Session` - and
-replaces the rest:
+`_reset_timeout`, `_cb_client_connected`, `Session` - and replaces the rest:
 
 * `__init__` sets exactly the attributes those inherited methods read (a test
   compares them with what `SMTP.__init__` sets, tests/smtp/test_aiosmtpd_pin.py);
@@ -163,6 +162,15 @@ class SmtpSession(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         self._release()
         super().connection_lost(error)
+
+    def eof_received(self) -> bool | None:
+        """The client closed its sending side: finish what it sent, then end.
+
+        aiosmtpd cancels the command loop here, which drops the reply to a
+        pipelined QUIT or to a message whose end mark came with the EOF. The
+        stream reader's EOF ends the loop (or the DATA) by itself instead.
+        """
+        return asyncio.StreamReaderProtocol.eof_received(self)
 
     def _timeout_cb(self) -> None:
         """Idle too long (RFC 5321 §4.5.3.2.7): say so with 421, then close."""
