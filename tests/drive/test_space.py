@@ -216,3 +216,33 @@ def test_disk_full_while_streaming_is_a_temporary_refusal(tmp_path: Path) -> Non
             assert drive.deliver("x@example.net", [a.address], message(1))
         finally:
             drive.close()
+
+
+def test_a_refused_delivery_undoes_its_evictions_completely(drive: Drive, data_dir: Path) -> None:
+    """Evicting for one recipient, then refusing for another, must leave no trace:
+    the evicted rows come back with their blobs, and no notice blob is left over."""
+    from letterbox.drive.check import check_drive
+
+    roomy, _ = drive.create_mailbox("a@example.org", quota=3 * STORED + 5000, password=PASSWORD)
+    tiny, _ = drive.create_mailbox("b@example.org", quota=STORED // 2, password=PASSWORD)
+    kept = fill(drive, roomy.address, 2)
+    files = {p for p in (data_dir / "drive/letterbox/blobs").rglob("*") if p.is_file()}
+    with pytest.raises(MessageTooLarge):
+        drive.deliver("x@example.net", [roomy.address, tiny.address], message(9, 2 * MSG))
+    secret = drive.unlock(roomy.id, PASSWORD)
+    assert [d.id for d in drive.list(roomy.id)] == kept
+    for n, delivery_id in enumerate(kept):
+        assert drive.open_message(roomy.id, delivery_id, secret).read() == message(n, MSG)
+    assert drive.evictions(roomy.id) == []
+    assert {p for p in (data_dir / "drive/letterbox/blobs").rglob("*") if p.is_file()} == files
+    report = check_drive(data_dir / "drive", drive.keys)
+    assert report.ok and not [w for w in report.warnings if "orphan" in w], report.render()
+
+
+def test_files_on_the_drive_are_private_to_the_box(drive: Drive, data_dir: Path) -> None:
+    mailbox, _ = drive.create_mailbox("a@example.org", quota=1 << 20, password=PASSWORD)
+    fill(drive, mailbox.address, 1)
+    base = data_dir / "drive/letterbox"
+    for path in [base / "index.sqlite3", *base.glob("blobs/*/*"), *base.glob("keys/*")]:
+        if path.is_file():
+            assert path.stat().st_mode & 0o077 == 0, path

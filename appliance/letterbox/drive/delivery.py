@@ -95,7 +95,8 @@ class Delivery:
         self._sniffer = HeaderSniffer()
         self._state = "open"
         try:
-            self._file: BinaryIO = open(self._tmp, "xb", buffering=WRITE_BUFFER)  # noqa: SIM115
+            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            self._file: BinaryIO = open(fd, "wb", buffering=WRITE_BUFFER)  # noqa: SIM115
             self._writer = crypto.BlobWriter(self._file, self._key, self.blob_id)
         except OSError as exc:
             raise io_error(exc) from None

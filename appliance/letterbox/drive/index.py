@@ -8,6 +8,7 @@ reads exactly the rows it removes: O(evicted · log n), never a scan.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -75,6 +76,9 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
             f"the index {path} is missing; refusing to start a new one over existing blobs "
             "(restore it, or move the blobs away and start an empty drive)"
         )
+    if create and not path.exists():
+        # SQLite gives its -wal and -shm files the database file's mode.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")

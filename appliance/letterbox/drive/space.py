@@ -39,10 +39,28 @@ DAY = 86400
 
 @dataclass
 class Batch:
-    """Bookkeeping of one index transaction: what to unlink once it has committed."""
+    """Bookkeeping of one index transaction and the files that go with it.
+
+    `unlink`: blobs whose last delivery the transaction removes, deleted once it
+    has committed. `created`: blobs written inside it (notices), deleted if it
+    rolls back. A savepoint rollback must undo both lists to its mark, or a
+    refused delivery would delete blobs whose rows the rollback brought back.
+    """
 
     unlink: list[str] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)
     freed: int = 0  # bytes that unlinking will free, for the reserve check
+
+    def mark(self) -> tuple[int, int, int]:
+        return len(self.unlink), len(self.created), self.freed
+
+    def rolled_back_to(self, mark: tuple[int, int, int]) -> list[str]:
+        """Forget what happened since `mark`; returns the blobs created since, to delete."""
+        del self.unlink[mark[0] :]
+        gone = self.created[mark[1] :]
+        del self.created[mark[1] :]
+        self.freed = mark[2]
+        return gone
 
 
 
@@ -173,19 +191,19 @@ class Space:
             )
         ]
         body = eviction_notice(mailbox.address, self.hostname, listed, total, reason, quota)
-        delivery_id = self._store_notice(mailbox, body)
+        delivery_id = self._store_notice(mailbox, body, batch)
         self._conn.execute(
             "INSERT OR REPLACE INTO notices (mailbox_id, delivery_id, since_seq, evicted) "
             "VALUES (?, ?, ?, ?)",
             (mailbox.id, delivery_id, since, total),
         )
 
-    def _store_notice(self, mailbox: MailboxInfo, body: bytes) -> str:
+    def _store_notice(self, mailbox: MailboxInfo, body: bytes, batch: Batch) -> str:
         """Write a box-made message durably and index it in the open transaction."""
         blob_id = crypto.new_id()
         key = crypto.new_blob_key()
         tmp = self.layout.blob_tmp(blob_id)
-        with open(tmp, "xb") as fh:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
             writer = crypto.BlobWriter(fh, key, blob_id)
             writer.write(body)
             summary = writer.finish()
@@ -193,6 +211,7 @@ class Space:
             os.fsync(fh.fileno())
         os.rename(tmp, self.layout.blob(blob_id))
         fsync_dir(self.layout.blob(blob_id).parent)
+        batch.created.append(blob_id)
         delivery_id = crypto.new_id()
         received = int(time.time())
         sniffer = HeaderSniffer()

@@ -9,10 +9,11 @@ Protocols see only this interface (DESIGN.md, "The drive"):
 * reading: ``list()`` → ``open_message()`` (streaming decryption with the key a
   login unwrapped) → ``delete()`` of a batch, atomically.
 
-Durability order for one delivery: blob to ``blobs/tmp``, fsync, rename into
-``blobs/xx/``, fsync of that directory, then the index transaction commits.
-A crash at any point leaves at worst a temporary or an orphan blob, which
-``recover()`` removes at the next open, so index and blobs always agree.
+Durability order for a commit batch: blobs written to ``blobs/tmp``, renamed into
+``blobs/xx/`` and made durable (one syncfs when the drive is a filesystem of its
+own, else fsync of each blob and its directory), then the index transaction
+commits. A crash at any point leaves at worst a temporary or an orphan blob,
+which ``_recover()`` removes at the next open, so index and blobs always agree.
 """
 
 from __future__ import annotations
@@ -201,6 +202,12 @@ class Drive:
             if layout.TMP_NAME.match(entry.name):
                 os.unlink(entry.path)
                 report.temporaries += 1
+        # Leftovers of write_atomic (keyrings, DRIVE): `.<name>.tmp`.
+        for folder in (self.layout.keys, self.layout.base):
+            for entry in os.scandir(folder):
+                if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                    os.unlink(entry.path)
+                    report.temporaries += 1
         if not report.crashed:
             return report
         # After a crash, reconcile one blob directory at a time: bounded memory even
@@ -441,6 +448,7 @@ class Drive:
                 for i, req in enumerate(requests):
                     if results[i] is not None:
                         continue
+                    mark = batch.mark()
                     self._conn.execute("SAVEPOINT delivery")
                     try:
                         results[i] = self._insert(req, batch)
@@ -448,6 +456,7 @@ class Drive:
                     except DriveError as exc:
                         self._conn.execute("ROLLBACK TO delivery")
                         self._conn.execute("RELEASE delivery")
+                        self._unlink(batch.rolled_back_to(mark))
                         results[i] = exc
                 self._conn.execute("COMMIT")
             except (sqlite3.Error, OSError) as exc:
@@ -455,13 +464,11 @@ class Drive:
                     self._conn.execute("ROLLBACK")
                 err = DriveUnavailable(f"the index could not commit: {exc}")
                 results = [r if isinstance(r, BaseException) else err for r in results]
-                batch = Batch(unlink=[])
+                self._unlink(batch.rolled_back_to((0, 0, 0)))
         for req, res in zip(requests, results, strict=True):
             if isinstance(res, BaseException):
                 batch.unlink.append(req.blob_id)
-        for blob_id in batch.unlink:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.layout.blob(blob_id))
+        self._unlink(batch.unlink)
         return results  # type: ignore[return-value]
 
     def _insert(self, req: CommitRequest, batch: Batch) -> list[str]:
