@@ -271,3 +271,23 @@ def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
     os.environ.setdefault("LC_ALL", "C.UTF-8")
+
+
+def test_without_a_drive_the_box_runs_and_answers_451(tmp_path: Path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    config = tmp_path / "letterbox.toml"
+    config.write_text(
+        f'[drive]\npath = "{blocker}/drive"\n[smtp]\nport = {free_port()}\nshutdown_grace = 1\n'
+    )
+    r = Run(tmp_path / "data", config)
+    try:
+        assert "the drive is unavailable" in r.out
+        with smtplib.SMTP("127.0.0.1", r.port) as client:
+            client.ehlo()
+            client.mail("me@example.org")
+            code, text = client.rcpt(SAMPLE)
+            assert (code, text[:5]) == (451, b"4.3.0")
+    finally:
+        assert r.stop() == 0
+    assert "drive unavailable" in r.stderr()

@@ -130,3 +130,16 @@ def test_a_client_hanging_up_during_commit_neither_loses_the_message_nor_breaks_
 
     asyncio.run(scenario())
     assert len(drive.list(mailbox.id)) == 11
+
+
+def test_logs_name_addresses_only_in_debug_mode(drive: Drive, caplog: pytest.LogCaptureFixture):
+    caplog.set_level("INFO", logger="letterbox.smtp")
+    for debug in (False, True):
+        g = Gateway(SmtpSettings(), lambda: drive, debug=debug)
+        txn = Transaction("sender@example.org")
+        g.rcpt(txn, "anna@home.test")
+        g.write(txn, b"Subject: secret plans\r\n\r\nx\r\n")
+        assert asyncio.run(g.commit(txn)) is R.STORED
+        named = "anna@home.test" in caplog.text or "sender@example.org" in caplog.text
+        assert named is debug
+        assert "secret plans" not in caplog.text

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import secrets
 import time
@@ -47,6 +48,16 @@ from letterbox.smtp.syntax import domain_of
 
 log = logging.getLogger("letterbox.smtp")
 
+# Trace ids (in Received, the 250 reply and the logs) only need to be unique per
+# box and say nothing: a random per-process prefix and a counter, cheaper than
+# asking the kernel for randomness on every message.
+_TRACE_PREFIX = secrets.token_hex(3)
+_trace_counter = itertools.count(1)
+
+
+def new_trace() -> str:
+    return f"{_TRACE_PREFIX}{next(_trace_counter):06x}"
+
 
 @dataclass
 class Transaction:
@@ -55,7 +66,7 @@ class Transaction:
     mail_from: str
     size_hint: int | None = None
     smtputf8: bool = False
-    trace: str = field(default_factory=lambda: secrets.token_hex(6))
+    trace: str = field(default_factory=new_trace)
     recipients: list[str] = field(default_factory=list)
     delivery: Delivery | None = None
     committing: bool = False  # handed to the drive's committer: never abort from here on
