@@ -663,3 +663,27 @@ def test_shutdown_drops_an_unfinished_message_after_the_grace_period(box: Box, w
 def test_tls_context_is_a_real_server_context(box: Box):
     assert isinstance(box.tls_context, ssl.SSLContext)
     assert box.tls_context.minimum_version >= ssl.TLSVersion.TLSv1_2
+
+
+def test_a_client_vanishing_mid_data_leaves_nothing(box: Box, wire):
+    w = wire()
+    w.cmd("MAIL FROM:<x@example.org>")
+    w.cmd("RCPT TO:<alice@home.test>")
+    assert w.cmd("DATA").startswith("354")
+    w.send(b"Subject: cut off\r\n\r\n" + b"partial line\r\n" * 10_000)
+    time.sleep(0.2)
+    w.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    w.close()  # RST, no end mark
+    box.wait_idle()
+    assert box.messages(ALICE) == [] and box.stored_files() == []
+
+
+def test_a_half_closed_client_still_gets_its_replies(box: Box, wire):
+    w = wire()
+    w.send(b"MAIL FROM:<x@example.org>\r\nRCPT TO:<alice@home.test>\r\nDATA\r\n")
+    assert [w.line()[:3] for _ in range(3)] == ["250", "250", "354"]
+    w.send(MSG + b".\r\nQUIT\r\n")
+    w.sock.shutdown(socket.SHUT_WR)  # EOF right behind the end mark and QUIT
+    assert w.line().startswith("250 2.0.0")
+    assert w.line() == "221 2.0.0 Bye"
+    assert [strip_received(m) for m in box.messages(ALICE)] == [MSG]

@@ -104,6 +104,7 @@ TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors; closing connection")
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections from your address; try later")
 TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded; closing connection")
 SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down; try again later")
+INTERNAL_ERROR = Reply(421, "4.3.0", "Internal error; closing connection, try again later")
 
 ALL: dict[str, Reply] = {
     name: value for name, value in globals().items() if isinstance(value, Reply)

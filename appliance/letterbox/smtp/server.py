@@ -102,7 +102,8 @@ class SmtpSession(SMTP):
     def __init__(self, ctx: SessionContext) -> None:
         # Deliberately not SMTP.__init__ (see the module docstring); these are the
         # attributes that the inherited connection_made/connection_lost/
-        # eof_received/_reset_timeout/_cb_client_connected read.
+        # _reset_timeout/_cb_client_connected read, and what SMTP.__init__ sets
+        # (tests/smtp/test_aiosmtpd_pin.py keeps the two lists in step).
         loop = asyncio.get_running_loop()
         asyncio.StreamReaderProtocol.__init__(
             self,
@@ -270,7 +271,7 @@ class SmtpSession(SMTP):
             raise
         except Exception:
             log.exception("session %s: unexpected error, closing", self._sid)
-            self._close_with(R.LOCAL_ERROR)
+            self._close_with(R.INTERNAL_ERROR)
         finally:
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.close()
