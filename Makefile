@@ -5,8 +5,8 @@ PY := $(VENV)/bin/python
 DATA ?= .letterbox
 STAMP := $(VENV)/.installed
 
-# Debian packages the tests drive as real clients.
-TEST_DEBS := swaks
+# Debian packages the tests drive as real clients (swaks needs Net::SSLeay for STARTTLS).
+TEST_DEBS := swaks libnet-ssleay-perl
 # Peers and load generators the benchmarks run side by side.
 BENCH_DEBS := postfix dovecot-core dovecot-lmtpd dovecot-pop3d
 

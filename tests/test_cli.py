@@ -96,3 +96,27 @@ def test_config_errors_name_the_key(lbx, tmp_path: Path) -> None:  # type: ignor
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 1 and "drive.reserv" in result.stderr
+
+
+def test_end_to_end_mailbox_writes_a_key_file_and_keeps_no_secret(lbx, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from letterbox.crypto import PersonalKey, WrongPassword
+
+    key_file = tmp_path / "person.key"
+    made = lbx("mailbox", "add", "e2e@example.org", "--end-to-end", "--key-file", str(key_file),
+               "--password-stdin", stdin="key passphrase\n")
+    assert made.returncode == 0, made.stderr
+    assert key_file.stat().st_mode & 0o077 == 0
+    person, address, _ = PersonalKey.from_file(key_file.read_bytes(), "key passphrase")
+    assert address == "e2e@example.org"
+    with pytest.raises(WrongPassword):
+        PersonalKey.from_file(key_file.read_bytes(), "wrong")
+    # The box's drive holds no copy of the secret key in any form it could open.
+    drive_files = [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
+    assert not any(bytes(person.signing) in p.read_bytes() for p in drive_files)
+    assert re.search(r"e2e@example\.org .* end-to-end", lbx("mailbox", "list").stdout)
+    again = lbx("mailbox", "add", "x@example.org", "--end-to-end", "--key-file", str(key_file),
+                "--password-stdin", stdin="p\n")
+    assert again.returncode == 1 and "refusing to overwrite" in again.stderr
+    missing = lbx("mailbox", "add", "y@example.org", "--end-to-end", "--password-stdin",
+                  stdin="p\n")
+    assert missing.returncode == 1 and "--key-file" in missing.stderr

@@ -13,10 +13,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from letterbox import __version__, config
+from letterbox import __version__, config, state
 from letterbox.boxkeys import BoxKeys
-from letterbox.crypto import Argon2Limits, CryptoFailure
+from letterbox.crypto import CryptoFailure, PersonalKey
 from letterbox.drive import Drive, DriveError, MailboxInfo
+from letterbox.fsutil import write_atomic
 
 
 class UserError(Exception):
@@ -47,24 +48,12 @@ class Context:
         except config.ConfigError as exc:
             raise UserError(str(exc)) from None
 
-    @property
-    def limits(self) -> Argon2Limits:
-        c = self.config.crypto
-        return Argon2Limits(c.argon2_opslimit, int(c.argon2_memlimit))
-
     def keys(self) -> BoxKeys:
         return BoxKeys.load_or_create(self.data_dir)
 
     def open_drive(self, *, create: bool = True) -> Drive:
         try:
-            return Drive.open(
-                self.config.drive_path(self.data_dir),
-                self.keys(),
-                settings=self.config.drive,
-                limits=self.limits,
-                hostname=self.config.box.hostname,
-                create=create,
-            )
+            return state.open_drive(self.config, self.data_dir, create=create)
         except DriveError as exc:
             raise UserError(str(exc)) from None
 
@@ -93,6 +82,8 @@ def _find(drive: Drive, address: str) -> MailboxInfo:
 
 def cmd_mailbox_add(ctx: Context, args: argparse.Namespace) -> int:
     quota = args.quota if args.quota is not None else ctx.config.mailbox.default_quota
+    if args.end_to_end:
+        return _add_end_to_end(ctx, args, quota)
     password = _read_password(args)
     with ctx.open_drive() as drive:
         try:
@@ -108,6 +99,31 @@ def cmd_mailbox_add(ctx: Context, args: argparse.Namespace) -> int:
     print()
     print("With it you can set a new password if this one is forgotten. Without both,")
     print("nobody - not even this box - can read the mail in this mailbox.")
+    return 0
+
+
+def _add_end_to_end(ctx: Context, args: argparse.Namespace, quota: int) -> int:
+    """Make the person's key here, give the box only its public half, write the key file."""
+    if args.key_file is None:
+        raise UserError("--end-to-end needs --key-file FILE (where to write the person's key)")
+    if args.key_file.exists():
+        raise UserError(f"{args.key_file} exists already; refusing to overwrite a key file")
+    passphrase = _read_password(args, "Passphrase for the key file")
+    person = PersonalKey.generate()
+    with ctx.open_drive() as drive:
+        try:
+            mailbox, _ = drive.create_mailbox(
+                args.address, quota=quota, identity_key=person.identity_key
+            )
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        data = person.to_file(passphrase, mailbox.address, bytes(drive.keys.verify_key),
+                              state.argon2_limits(ctx.config))
+    write_atomic(args.key_file, data, mode=0o600)
+    print(f"Created end-to-end mailbox {mailbox.address} (quota {_human(mailbox.quota)}).")
+    print(f"Its key is in {args.key_file}, protected by the passphrase; the box keeps only")
+    print("the public key and cannot read this mail. Copy the file to the person's computer,")
+    print("delete it here, and read the mail with `letterbox fetch` or `letterbox bridge`.")
     return 0
 
 
@@ -238,7 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("address", metavar="ADDRESS")
     p.add_argument("--quota", type=_size, default=None, help="e.g. 2G, 500M (default: config)")
     p.add_argument("--password-stdin", action="store_true",
-                   help="read the password from the first line of standard input")
+                   help="read the password (or key-file passphrase) from standard input")
+    p.add_argument("--end-to-end", action="store_true",
+                   help="the box keeps only the public key; the person reads with "
+                   "`letterbox fetch` or `letterbox bridge` using the key file")
+    p.add_argument("--key-file", type=Path, metavar="FILE",
+                   help="with --end-to-end: where to write the person's key file")
     add(msub, "list", cmd_mailbox_list, "list mailboxes with quota, usage and message count")
     p = add(msub, "passwd", cmd_mailbox_passwd, "set a new password (mail is not touched)",
             "Set a new password, proving ownership with the current password or, with "

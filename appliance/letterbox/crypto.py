@@ -541,3 +541,105 @@ class Keyring:
         key = _recovery_key(code)
         slot = _wrap(key, "recovery", self.mailbox_id, self.public_key, bytes(secret))
         return Keyring(self.mailbox_id, self.public_key, self.password_slot, slot), code
+
+
+# --------------------------------------------------------------------------------------
+# Personal keys of end-to-end mailboxes (they live on the person's computer, not the box)
+
+PERSONAL_KEY_VERSION = 1
+_PERSONAL_AD = b"letterbox-personal-key-v1\x00"
+_API_AUTH_DOMAIN = b"letterbox-api-auth-v1\x00"
+
+
+def x25519_from_identity(identity_key: bytes) -> bytes:
+    """The X25519 public key (deliveries are sealed to it) of an Ed25519 identity key."""
+    try:
+        return bytes(VerifyKey(identity_key).to_curve25519_public_key())
+    except (nacl.exceptions.CryptoError, ValueError, TypeError):
+        raise ValueError("not an Ed25519 identity key") from None
+
+
+@dataclass(frozen=True)
+class PersonalKey:
+    """One Ed25519 key: it signs the drive API's challenges, and its X25519 twin
+    (libsodium's ed25519→curve25519 conversion) opens the sealed metadata. The box
+    keeps only the public halves."""
+
+    signing: SigningKey
+
+    @classmethod
+    def generate(cls) -> PersonalKey:
+        return cls(SigningKey.generate())
+
+    @property
+    def identity_key(self) -> bytes:
+        return bytes(self.signing.verify_key)
+
+    @property
+    def secret(self) -> PrivateKey:
+        return self.signing.to_curve25519_private_key()
+
+    def sign_challenge(self, address: str, challenge: bytes) -> bytes:
+        return self.signing.sign(_api_auth_bytes(address, challenge)).signature
+
+    def to_file(
+        self, passphrase: str, address: str, box_verify_key: bytes, limits: Argon2Limits
+    ) -> bytes:
+        """The key file for the person's computer, wrapped under a passphrase."""
+        if not passphrase:
+            raise ValueError("the passphrase must not be empty")
+        salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
+        key = _password_key(passphrase, salt, limits.opslimit, limits.memlimit)
+        nonce = nacl.utils.random(sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES)
+        ad = _PERSONAL_AD + address.encode() + b"\x00" + box_verify_key
+        ct = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(bytes(self.signing), ad, nonce, key)
+        doc = {
+            "v": PERSONAL_KEY_VERSION,
+            "kind": "letterbox-personal-key",
+            "address": address,
+            "box_verify_key": box_verify_key.hex(),
+            "kdf": "argon2id13",
+            "salt": salt.hex(),
+            "opslimit": limits.opslimit,
+            "memlimit": limits.memlimit,
+            "nonce": nonce.hex(),
+            "ciphertext": ct.hex(),
+        }
+        return json.dumps(doc, indent=1).encode() + b"\n"
+
+    @classmethod
+    def from_file(cls, raw: bytes, passphrase: str) -> tuple[PersonalKey, str, VerifyKey]:
+        """(key, mailbox address, the box's verify key) from a key file."""
+        try:
+            doc = json.loads(raw)
+            if doc.get("kind") != "letterbox-personal-key":
+                raise KeyringError("not a Letterbox personal key file")
+            if doc.get("v") != PERSONAL_KEY_VERSION:
+                raise KeyringError(f"personal key file version {doc.get('v')!r} is not supported")
+            address, box_key = str(doc["address"]), bytes.fromhex(doc["box_verify_key"])
+            key = _password_key(passphrase, bytes.fromhex(doc["salt"]), int(doc["opslimit"]),
+                                int(doc["memlimit"]))
+            ad = _PERSONAL_AD + address.encode() + b"\x00" + box_key
+            nonce, ct = bytes.fromhex(doc["nonce"]), bytes.fromhex(doc["ciphertext"])
+        except KeyringError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise KeyringError(f"personal key file is malformed ({exc})") from None
+        try:
+            seed = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(ct, ad, nonce, key)
+        except nacl.exceptions.CryptoError:
+            raise WrongPassword("wrong passphrase for this key file") from None
+        return cls(SigningKey(seed)), address, VerifyKey(box_key)
+
+
+def _api_auth_bytes(address: str, challenge: bytes) -> bytes:
+    return _API_AUTH_DOMAIN + address.encode() + b"\x00" + challenge
+
+
+def verify_challenge(identity_key: bytes, address: str, challenge: bytes, signature: bytes) -> bool:
+    """Whether `signature` is the mailbox owner's answer to the box's `challenge`."""
+    try:
+        VerifyKey(identity_key).verify(_api_auth_bytes(address, challenge), signature)
+        return True
+    except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
+        return False

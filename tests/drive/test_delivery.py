@@ -150,3 +150,32 @@ def test_mailboxes_survive_reopen_and_duplicates_are_refused(open_drive) -> None
     assert again.local_domains() == {"example.org"}
     assert again.find_mailbox("<A@Example.ORG>") is not None
     assert again.find_mailbox("garbage") is None
+
+
+def test_a_cancelled_commit_is_still_stored_and_the_committer_survives(drive: Drive) -> None:
+    mailbox, _ = drive.create_mailbox("a@example.org", quota=1 << 20, password=PASSWORD)
+    futures = []
+    for n in range(10):
+        delivery = drive.begin("x@example.net")
+        delivery.add_recipient(mailbox.address)
+        delivery.write(message(n))
+        future = delivery.commit_future()
+        future.cancel()
+        futures.append(future)
+        delivery.abort()  # too late to drop: the committer has it
+    assert drive.deliver("x@example.net", [mailbox.address], message(99))
+    # Cancelled or not, what reached the committer is stored whole, never half.
+    assert len(drive.list(mailbox.id)) == 11
+    secret = drive.unlock(mailbox.id, PASSWORD)
+    assert all(drive.open_message(mailbox.id, d.id, secret).read() for d in drive.list(mailbox.id))
+
+
+def test_a_closed_drive_says_unavailable(drive: Drive) -> None:
+    from letterbox.drive import DriveUnavailable
+
+    mailbox, _ = drive.create_mailbox("a@example.org", quota=1 << 20, password=PASSWORD)
+    drive.close()
+    with pytest.raises(DriveUnavailable):
+        drive.find_mailbox(mailbox.address)
+    with pytest.raises(DriveUnavailable):
+        drive.begin("x@example.net")

@@ -20,6 +20,7 @@ from letterbox.drive.records import (
     EvictionRecord,
     MailboxInfo,
     RecoveryReport,
+    SealedDelivery,
     normalize_address,
 )
 from letterbox.drive.store import Drive
@@ -39,6 +40,7 @@ __all__ = [
     "MessageDamaged",
     "MessageTooLarge",
     "RecoveryReport",
+    "SealedDelivery",
     "StorageFull",
     "normalize_address",
 ]

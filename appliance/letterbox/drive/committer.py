@@ -72,15 +72,21 @@ class GroupCommitter(Generic[T, R]):
                     stopping = True
                     break
                 batch.append(nxt)
+            # A future cancelled while queued still gets its item applied (the
+            # delivery is already on its way to disk; dropping it would orphan its
+            # blob), but nobody is told: set_running_or_notify_cancel says so.
             items = [b[0] for b in batch]  # type: ignore[index]
             futures = [b[1] for b in batch]  # type: ignore[index]
+            live = [f.set_running_or_notify_cancel() for f in futures]
             try:
                 results: Sequence[R | BaseException] = self._apply(items)
             except BaseException as exc:  # a failed batch fails each of its items
                 results = [exc] * len(items)
             self.batches += 1
             self.items += len(items)
-            for fut, res in zip(futures, results, strict=True):
+            for fut, res, alive in zip(futures, results, live, strict=True):
+                if not alive:
+                    continue
                 if isinstance(res, BaseException):
                     fut.set_exception(res)
                 else:

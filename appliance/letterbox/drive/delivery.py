@@ -170,12 +170,7 @@ class Delivery:
         except BaseException:
             self.abort()
             raise
-        fut = self._drive.submit_commit(request)
-        fut.add_done_callback(self._done)
-        return fut
-
-    def _done(self, fut: Future[list[str]]) -> None:
-        self._state = "committed" if fut.exception() is None else "refused"
+        return self._drive.submit_commit(request)
 
     def commit(self) -> list[str]:
         """Durably store the message; returns one delivery id per recipient."""

@@ -25,6 +25,7 @@ CREATE TABLE mailboxes (
     used           INTEGER NOT NULL DEFAULT 0,
     messages       INTEGER NOT NULL DEFAULT 0,
     end_to_end     INTEGER NOT NULL DEFAULT 0,
+    auth_key       BLOB,                 -- end-to-end: the owner's Ed25519 identity key
     created        INTEGER NOT NULL
 );
 CREATE TABLE blobs (

@@ -29,6 +29,7 @@ class MailboxInfo:
     used: int
     messages: int
     end_to_end: bool
+    auth_key: bytes | None = None  # end-to-end mailboxes: the owner's Ed25519 identity key
 
     @property
     def domain(self) -> str:
@@ -69,3 +70,16 @@ class RecoveryReport:
         )
 
 
+
+
+@dataclass(frozen=True)
+class SealedDelivery:
+    """What an end-to-end reader gets per message: ids, sizes, time and sealed metadata."""
+
+    id: str
+    blob_id: str
+    plain_size: int
+    stored_size: int
+    received: int
+    cipher_hash: bytes
+    meta: bytes

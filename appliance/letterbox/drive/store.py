@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 from nacl.public import PrivateKey
 
@@ -49,6 +50,7 @@ from letterbox.drive.records import (
     EvictionRecord,
     MailboxInfo,
     RecoveryReport,
+    SealedDelivery,
     normalize_address,
 )
 from letterbox.drive.space import Batch, Space
@@ -280,17 +282,18 @@ class Drive:
         *,
         quota: int,
         password: str | None = None,
-        public_key: bytes | None = None,
+        identity_key: bytes | None = None,
     ) -> tuple[MailboxInfo, str | None]:
         """Create a mailbox. With a password: returns the one-time recovery code.
 
-        With `public_key` instead, the mailbox is end-to-end: the box keeps only the
-        public key and never sees the secret one.
+        With an `identity_key` (the owner's Ed25519 public key, crypto.PersonalKey)
+        instead, the mailbox is end-to-end: the box keeps only public keys, seals
+        deliveries to the key's X25519 twin and never sees a secret key.
         """
         self._check_open()
         addr = normalize_address(address)
-        if (password is None) == (public_key is None):
-            raise ValueError("give either a password or a public key")
+        if (password is None) == (identity_key is None):
+            raise ValueError("give either a password or an identity key")
         with self._lock:
             if addr in self._addresses:
                 raise MailboxExists(f"a mailbox for {addr} exists already")
@@ -299,7 +302,8 @@ class Drive:
         if password is not None:
             ring, _secret, code = crypto.Keyring.create(mailbox_id, password, self.limits)
         else:
-            ring = crypto.Keyring.public_only(mailbox_id, public_key or b"")
+            public_key = crypto.x25519_from_identity(identity_key or b"")
+            ring = crypto.Keyring.public_only(mailbox_id, public_key)
         sealed_addr = crypto.seal_to(self.keys.sealing.public_key, addr.encode())
         with self._lock:
             if addr in self._addresses:
@@ -310,9 +314,9 @@ class Drive:
             with self._transaction():
                 self._conn.execute(
                     "INSERT INTO mailboxes (id, address_sealed, public_key, quota, end_to_end, "
-                    "created) VALUES (?, ?, ?, ?, ?, ?)",
+                    "auth_key, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (mailbox_id, sealed_addr, ring.public_key, quota, int(ring.end_to_end),
-                     int(time.time())),
+                     identity_key, int(time.time())),
                 )
             # Copy on write: lookups read these dicts without a lock.
             self._addresses = {**self._addresses, addr: mailbox_id}
@@ -320,15 +324,18 @@ class Drive:
         return self.mailbox(mailbox_id), code
 
     def mailbox(self, mailbox_id: str) -> MailboxInfo:
+        self._check_open()
         with self._read_lock:
             row = self._reader.execute(
-                "SELECT public_key, quota, used, messages, end_to_end FROM mailboxes WHERE id = ?",
+                "SELECT public_key, quota, used, messages, end_to_end, auth_key FROM mailboxes "
+                "WHERE id = ?",
                 (mailbox_id,),
             ).fetchone()
         address = self._by_id.get(mailbox_id)
         if row is None or address is None:
             raise MailboxNotFound(f"no mailbox with id {mailbox_id}")
-        return MailboxInfo(mailbox_id, address, row[0], row[1], row[2], row[3], bool(row[4]))
+        return MailboxInfo(mailbox_id, address, row[0], row[1], row[2], row[3], bool(row[4]),
+                           row[5])
 
     def find_mailbox(self, address: str) -> MailboxInfo | None:
         try:
@@ -557,6 +564,48 @@ class Drive:
 
     def blob_path(self, blob_id: str) -> Path:
         return self.layout.blob(blob_id)
+
+    # -- end-to-end reading (the drive API serves these; the box cannot decrypt them) ---
+
+    def list_sealed(self, mailbox_id: str) -> list[SealedDelivery]:
+        """A mailbox's deliveries with their sealed metadata, in arrival order."""
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT d.id, d.blob_id, d.plain_size, d.stored_size, d.received, b.cipher_hash, "
+                "d.meta FROM deliveries d JOIN blobs b ON b.id = d.blob_id "
+                "WHERE d.mailbox_id = ? ORDER BY d.seq",
+                (mailbox_id,),
+            ).fetchall()
+        return [SealedDelivery(*r) for r in rows]
+
+    def open_ciphertext(self, mailbox_id: str, delivery_id: str) -> BinaryIO:
+        """The stored blob of one of the mailbox's deliveries, as bytes to stream."""
+        blob_id, _ = self.sealed_meta(mailbox_id, delivery_id)
+        try:
+            return open(self.layout.blob(blob_id), "rb")
+        except FileNotFoundError:
+            raise MessageDamaged(f"blob {blob_id} is missing") from None
+        except OSError as exc:
+            raise DriveUnavailable(f"cannot read blob {blob_id}: {exc}") from None
+
+    def acknowledge(self, mailbox_id: str, delivery_id: str, cipher_hash: bytes) -> bool:
+        """Delete a delivery its owner has safely stored elsewhere, proven by the hash.
+
+        True if it was deleted (or was already gone); False if the hash does not
+        match, in which case nothing is deleted and it is offered again.
+        """
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT b.cipher_hash FROM deliveries d JOIN blobs b ON b.id = d.blob_id "
+                "WHERE d.id = ? AND d.mailbox_id = ?",
+                (delivery_id, mailbox_id),
+            ).fetchone()
+        if row is None:
+            return True
+        if row[0] != cipher_hash:
+            return False
+        self.delete(mailbox_id, [delivery_id])
+        return True
 
     def mark_retrieved(self, mailbox_id: str, delivery_ids: Iterable[str]) -> None:
         ids = list(delivery_ids)
