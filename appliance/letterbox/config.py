@@ -111,6 +111,28 @@ class SmtpSettings:
 
 
 @dataclass(frozen=True)
+class Pop3Settings:
+    # Where to listen. Empty: all interfaces, or 127.0.0.1 with --dev.
+    listen_address: str = ""
+    # 0: the standard ports 110 (STLS) and 995 (implicit TLS), or 1110 and 1995 with --dev.
+    port: int = 0
+    tls_port: int = 0
+    # USER/PASS before STLS on the plain port (RFC 2595 §2.1 says refuse by default).
+    # --dev allows it on loopback regardless.
+    allow_plaintext_login: bool = False
+    # Idle seconds before a session is closed (RFC 1939 §3: at least 10 minutes).
+    timeout: int = 600
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    # Where to listen. Empty: all interfaces, or 127.0.0.1 with --dev.
+    listen_address: str = ""
+    # 0: the standard port 80, or 8080 with --dev.
+    port: int = 0
+
+
+@dataclass(frozen=True)
 class LogSettings:
     # Debug adds addresses and subjects to logs; off by default for privacy.
     debug: bool = False
@@ -123,6 +145,8 @@ class Config:
     mailbox: MailboxSettings = field(default_factory=MailboxSettings)
     crypto: CryptoSettings = field(default_factory=CryptoSettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    pop3: Pop3Settings = field(default_factory=Pop3Settings)
+    web: WebSettings = field(default_factory=WebSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
     def drive_path(self, data_dir: Path) -> Path:
