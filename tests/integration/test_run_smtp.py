@@ -1,6 +1,6 @@
 """`letterbox run --dev` as a real process, with real clients: smtplib and Debian's swaks.
 
-The port comes from a config file (`smtp.port`), so parallel runs do not collide;
+The process and its config come from harness.py (free ports for every listener);
 the mail is read back from the drive after the process has stopped, with the
 sample mailbox's password that the first run printed.
 """
@@ -8,7 +8,6 @@ sample mailbox's password that the first run printed.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import smtplib
@@ -21,95 +20,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from letterbox.boxkeys import BoxKeys
-from letterbox.crypto import Argon2Limits
-from letterbox.drive import Drive
 
+from tests.integration.harness import SAMPLE, Run, read_mailbox, write_config
 from tests.smtp.conftest import strip_received, unverified_tls
 
-SAMPLE = "postmaster@letterbox.test"
 MSG = b"From: me@example.org\r\nTo: postmaster@letterbox.test\r\nSubject: hi\r\n\r\nHello.\r\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Run:
-    """One `letterbox run --dev` process."""
-
-    def __init__(self, data: Path, config: Path) -> None:
-        self.data = data
-        self.config = config
-        self.port = int(re.search(r"port = (\d+)", config.read_text()).group(1))  # type: ignore[union-attr]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "letterbox.cli", "--data", str(data), "--config", str(config),
-             "run", "--dev"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        self.out = ""
-        self.err = ""
-        self._err_lines: list[str] = []
-        threading.Thread(target=self._pump_err, daemon=True).start()
-        deadline = time.monotonic() + 30
-        assert self.proc.stdout is not None
-        while "Stop with Ctrl-C." not in self.out:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise AssertionError(f"letterbox run exited: {self.stderr()}")
-            self.out += line
-            assert time.monotonic() < deadline, self.out
-
-    def _pump_err(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._err_lines.append(line)
-
-    def stderr(self) -> str:
-        return "".join(self._err_lines)
-
-    def password(self) -> str:
-        m = re.search(r"password\s+(\S+)", self.out)
-        assert m, self.out
-        return m.group(1)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        self.proc.send_signal(sig)
-        rc = self.proc.wait(timeout)
-        return rc
-
-    def rss_kib(self) -> int:
-        with open(f"/proc/{self.proc.pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        raise AssertionError
 
 
 @pytest.fixture
 def run(tmp_path: Path) -> Iterator[Run]:
-    config = tmp_path / "letterbox.toml"
-    config.write_text(
-        "[crypto]\nargon2_opslimit = 1\nargon2_memlimit = 8192\n"
-        f"[smtp]\nport = {free_port()}\nshutdown_grace = 5\n"
-    )
-    r = Run(tmp_path / "data", config)
+    r = Run(tmp_path / "data", write_config(tmp_path / "letterbox.toml"))
     yield r
-    if r.proc.poll() is None:
-        r.proc.kill()
-        r.proc.wait()
-
-
-def read_mailbox(data: Path, password: str, address: str = SAMPLE) -> list[bytes]:
-    with Drive.open(data / "drive", BoxKeys.load_or_create(data), limits=Argon2Limits(1, 8192),
-                    create=False) as drive:
-        mailbox = drive.find_mailbox(address)
-        assert mailbox is not None
-        secret = drive.unlock(mailbox.id, password)
-        return [drive.open_message(mailbox.id, d.id, secret).read()
-                for d in drive.list(mailbox.id)]
+    r.kill()
 
 
 def swaks(port: int, *args: str) -> subprocess.CompletedProcess[str]:
@@ -277,9 +199,7 @@ def test_without_a_drive_the_box_runs_and_answers_451(tmp_path: Path):
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     config = tmp_path / "letterbox.toml"
-    config.write_text(
-        f'[drive]\npath = "{blocker}/drive"\n[smtp]\nport = {free_port()}\nshutdown_grace = 1\n'
-    )
+    write_config(config, f'[drive]\npath = "{blocker}/drive"\n')
     r = Run(tmp_path / "data", config)
     try:
         assert "the drive is unavailable" in r.out
