@@ -23,6 +23,8 @@ from pathlib import Path
 from letterbox import config, state, tls
 from letterbox.drive import Drive, DriveError
 from letterbox.smtp import Gateway, SmtpListener
+from letterbox.web import driveapi
+from letterbox.web.server import WebServer, listen_address
 
 log = logging.getLogger("letterbox")
 
@@ -40,6 +42,7 @@ class Appliance:
         self.dev = dev
         self.drive: Drive | None = None
         self.smtp: SmtpListener | None = None
+        self.web: WebServer | None = None
         self.sample: tuple[str, str, str | None] | None = None  # address, password, code
 
     # -- starting -----------------------------------------------------------------------
@@ -50,6 +53,7 @@ class Appliance:
         if self.dev and self.drive is not None and not self.drive.mailboxes():
             self._create_sample_mailbox()
         await self._start_smtp()
+        await self._start_web()
 
     def _open_drive(self) -> None:
         try:
@@ -88,9 +92,27 @@ class Appliance:
         for addr, p in bound:
             log.info("SMTP listening on %s port %d (STARTTLS offered)", addr, p)
 
+    async def _start_web(self) -> None:
+        """The web port (drive API; the setup page later). Failing to get the port
+        does not stop the box: receiving mail matters more, and the log says why."""
+        host, port = listen_address(self.cfg.web, dev=self.dev)
+        server = WebServer(host=host, port=port, debug=self.cfg.log.debug)
+        driveapi.setup(server.app, lambda: self.drive, debug=self.cfg.log.debug)
+        try:
+            bound = await server.start()
+        except OSError as exc:
+            log.error("web: cannot listen on port %d (%s); running without the drive API",
+                      port, exc.strerror or exc)
+            return
+        self.web = server
+        for addr, p in bound:
+            log.info("web (drive API) listening on %s port %d", addr, p)
+
     # -- stopping -----------------------------------------------------------------------
 
     async def stop(self) -> None:
+        if self.web is not None:
+            await self.web.stop()
         if self.smtp is not None:
             await self.smtp.stop(float(self.cfg.smtp.shutdown_grace))
         if self.drive is not None:
@@ -115,6 +137,8 @@ class Appliance:
         lines = [
             f"Letterbox is running{' (development mode)' if self.dev else ''}.",
             f"  SMTP  {host}:{port}, STARTTLS offered",
+            (f"  web   {self.web.host or '0.0.0.0'}:{self.web.port}, drive API for end-to-end "
+             "mailboxes") if self.web else "  web   not listening (see the log)",
             f"  data  {self.data_dir}  (drive: {self.cfg.drive_path(self.data_dir)})",
         ]
         if self.drive is None:

@@ -215,6 +215,15 @@ def cmd_run(ctx: Context, args: argparse.Namespace) -> int:
     return run_appliance(ctx.config, ctx.data_dir, dev=args.dev)
 
 
+# -- fetch and bridge (on the person's computer; logic in letterbox.e2e) ---------------------
+
+
+def cmd_fetch(ctx: Context, args: argparse.Namespace) -> int:
+    from letterbox.e2e import fetch
+
+    return fetch.run(args.key, args.server, args.to, passphrase_stdin=args.passphrase_stdin)
+
+
 # -- parser ------------------------------------------------------------------------------
 
 
@@ -280,6 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = drive.add_subparsers(dest="drive_command", required=True, metavar="ACTION")
     add(dsub, "check", cmd_drive_check, "verify every blob and index row; exit 1 on damage")
     add(dsub, "stats", cmd_drive_stats, "show usage, counts and free space")
+
+    p = add(sub, "fetch", cmd_fetch, "move an end-to-end mailbox's mail into a local Maildir",
+            "Download, verify and decrypt an end-to-end mailbox's mail into a Maildir on this "
+            "computer; each message is deleted on the box only once its copy here is on disk.")
+    p.add_argument("--key", type=Path, required=True, metavar="KEYFILE",
+                   help="the key file `mailbox add --end-to-end` wrote")
+    p.add_argument("--server", required=True, metavar="URL",
+                   help="the box's web address, e.g. http://letterbox.local")
+    p.add_argument("--to", type=Path, required=True, metavar="MAILDIR",
+                   help="the Maildir to deliver into (created if missing)")
+    p.add_argument("--passphrase-stdin", action="store_true",
+                   help="read the key file's passphrase from standard input")
     return parser
 
 

@@ -549,6 +549,7 @@ class Keyring:
 PERSONAL_KEY_VERSION = 1
 _PERSONAL_AD = b"letterbox-personal-key-v1\x00"
 _API_AUTH_DOMAIN = b"letterbox-api-auth-v1\x00"
+_API_ACK_DOMAIN = b"letterbox-api-ack-v1\x00"
 
 
 def x25519_from_identity(identity_key: bytes) -> bytes:
@@ -581,6 +582,10 @@ class PersonalKey:
 
     def sign_challenge(self, address: str, challenge: bytes) -> bytes:
         return self.signing.sign(_api_auth_bytes(address, challenge)).signature
+
+    def sign_ack(self, address: str, delivery_id: str, cipher_hash: bytes) -> bytes:
+        """Consent to delete one delivery, whose ciphertext (by hash) is safely kept."""
+        return self.signing.sign(_api_ack_bytes(address, delivery_id, cipher_hash)).signature
 
     def to_file(
         self, passphrase: str, address: str, box_verify_key: bytes, limits: Argon2Limits
@@ -640,6 +645,28 @@ def verify_challenge(identity_key: bytes, address: str, challenge: bytes, signat
     """Whether `signature` is the mailbox owner's answer to the box's `challenge`."""
     try:
         VerifyKey(identity_key).verify(_api_auth_bytes(address, challenge), signature)
+        return True
+    except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
+        return False
+
+
+def _api_ack_bytes(address: str, delivery_id: str, cipher_hash: bytes) -> bytes:
+    if len(cipher_hash) != 32:
+        raise ValueError("a ciphertext hash is 32 bytes")
+    return _API_ACK_DOMAIN + address.encode() + b"\x00" + _id_bytes(delivery_id) + cipher_hash
+
+
+def verify_ack(
+    identity_key: bytes, address: str, delivery_id: str, cipher_hash: bytes, signature: bytes
+) -> bool:
+    """Whether the mailbox owner signed the deletion of this delivery with this hash.
+
+    Replaying such a signature only repeats a deletion its owner asked for, so the
+    drive API needs no nonce for it; a stolen session token alone deletes nothing.
+    """
+    try:
+        VerifyKey(identity_key).verify(_api_ack_bytes(address, delivery_id, cipher_hash),
+                                       signature)
         return True
     except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
         return False

@@ -1,0 +1,1 @@
+"""The web port: one aiohttp application for the drive API (and, later, the setup page)."""

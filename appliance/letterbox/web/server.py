@@ -1,0 +1,84 @@
+"""The web server: one aiohttp application on the web port (DESIGN.md, "One process").
+
+Route groups mount themselves into `WebServer.app` before `start()`: the drive API
+(`letterbox.web.driveapi.setup`, under /api/v1/drive/) now, the setup page later.
+
+The access log names the request line, status, size and time; request paths carry
+only random ids, tokens travel in headers, and the client's address is logged only
+in debug mode, like the rest of Letterbox's logs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from letterbox.config import WebSettings
+
+log = logging.getLogger("letterbox.web")
+
+WEB_PORT = 80
+DEV_WEB_PORT = 8080  # DESIGN.md, "One process": the `make run` port
+# Seconds a request in flight (a download) gets when the box stops. Short: the drive
+# API is idempotent, so an interrupted download is simply repeated by the client.
+SHUTDOWN_GRACE = 5.0
+
+_ACCESS_LOG = '"%r" %s %b %Tfs'
+_ACCESS_LOG_DEBUG = '%a "%r" %s %b %Tfs'
+
+
+def listen_address(settings: WebSettings, *, dev: bool) -> tuple[str, int]:
+    """(host, port) from [web]: empty host = all interfaces (127.0.0.1 with --dev);
+    port 0 = 80 (8080 with --dev)."""
+    host = settings.listen_address or ("127.0.0.1" if dev else "")
+    return host, settings.port or (DEV_WEB_PORT if dev else WEB_PORT)
+
+
+class WebServer:
+    """The aiohttp application and its runner: start() listens, stop() drains and closes."""
+
+    def __init__(self, *, host: str, port: int, debug: bool = False,
+                 shutdown_grace: float = SHUTDOWN_GRACE) -> None:
+        self.host = host
+        self.port = port
+        self.app = web.Application()
+        self._debug = debug
+        self._grace = shutdown_grace
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> list[tuple[str, int]]:
+        """Listen; returns the bound (address, port) pairs (port 0 picks a free one).
+        Raises OSError when the port cannot be had."""
+        runner = web.AppRunner(
+            self.app,
+            handle_signals=False,
+            access_log=logging.getLogger("letterbox.web.access"),
+            access_log_format=_ACCESS_LOG_DEBUG if self._debug else _ACCESS_LOG,
+            shutdown_timeout=self._grace,
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host or None, self.port, reuse_address=True)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        bound: list[tuple[str, int]] = []
+        for addr in runner.addresses:
+            if isinstance(addr, tuple):
+                bound.append((str(addr[0]), int(addr[1])))
+        if bound:
+            self.port = bound[0][1]
+        return bound
+
+    async def stop(self) -> None:
+        """Stop accepting, give requests in flight the grace period, then close them."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    @property
+    def running(self) -> bool:
+        return self._runner is not None
