@@ -1,11 +1,12 @@
 """`letterbox run`: the appliance as one asyncio process (DESIGN.md, "One process").
 
-Start order: config (done by the CLI) → drive → SMTP listeners; later issues add
-POP3, web, mDNS and systemd notification as further steps of `Appliance.start`
-and `Appliance.stop`. Stop order is the reverse: listeners stop accepting and
-drain (a message in flight may finish within `smtp.shutdown_grace`), then the
-drive closes, so every 250 sent was for a committed message and nothing half
-written stays behind.
+Start order: config (done by the CLI) → drive → SMTP listeners → POP3 listeners
+(110/995, sharing SMTP's certificate) → web; later issues add mDNS and systemd
+notification as further steps of `Appliance.start` and `Appliance.stop`. Stop
+order is the reverse: listeners stop accepting and drain (a message in flight may
+finish within `smtp.shutdown_grace`, a RETR within `pop3.shutdown_grace`, a POP3
+QUIT's deletions always), then the drive closes, so every 250 sent was for a
+committed message and nothing half written stays behind.
 
 A drive that cannot be opened does not stop the box: SMTP then answers
 451 4.3.0 and senders retry, which is what an unplugged USB drive will look like.
@@ -17,11 +18,13 @@ import asyncio
 import logging
 import secrets
 import signal
+import ssl
 import sys
 from pathlib import Path
 
 from letterbox import config, state, tls
 from letterbox.drive import Drive, DriveError
+from letterbox.pop3 import DriveAuthenticator, FailureLimiter, Pop3Listener, SessionOptions
 from letterbox.smtp import Gateway, SmtpListener
 from letterbox.web import driveapi
 from letterbox.web.server import WebServer, listen_address
@@ -30,6 +33,8 @@ log = logging.getLogger("letterbox")
 
 SMTP_PORT = 25
 DEV_SMTP_PORT = 2525  # DESIGN.md, "One process": the `make run` ports
+POP3_PORT, POP3S_PORT = 110, 995
+DEV_POP3_PORT, DEV_POP3S_PORT = 1110, 1995
 SAMPLE_MAILBOX = "postmaster@letterbox.test"  # .test is reserved (RFC 2606): never real mail
 
 
@@ -42,6 +47,8 @@ class Appliance:
         self.dev = dev
         self.drive: Drive | None = None
         self.smtp: SmtpListener | None = None
+        self.pop3: Pop3Listener | None = None
+        self.tls_context: ssl.SSLContext | None = None  # SMTP's, shared with POP3
         self.web: WebServer | None = None
         self.sample: tuple[str, str, str | None] | None = None  # address, password, code
 
@@ -53,6 +60,7 @@ class Appliance:
         if self.dev and self.drive is not None and not self.drive.mailboxes():
             self._create_sample_mailbox()
         await self._start_smtp()
+        await self._start_pop3()
         await self._start_web()
 
     def _open_drive(self) -> None:
@@ -83,6 +91,7 @@ class Appliance:
         host = s.listen_address or ("127.0.0.1" if self.dev else "")
         port = s.port or (DEV_SMTP_PORT if self.dev else SMTP_PORT)
         tls_context = tls.box_context(self.data_dir, self.cfg.box.hostname, s.tls_cert, s.tls_key)
+        self.tls_context = tls_context
         gateway = Gateway(s, lambda: self.drive, debug=self.cfg.log.debug)
         self.smtp = SmtpListener(
             gateway, s, hostname=self.cfg.box.hostname, host=host, port=port,
@@ -91,6 +100,33 @@ class Appliance:
         bound = await self.smtp.start()
         for addr, p in bound:
             log.info("SMTP listening on %s port %d (STARTTLS offered)", addr, p)
+
+    async def _start_pop3(self) -> None:
+        """POP3 with STLS and POP3S, on SMTP's certificate. Logging in before TLS is
+        refused unless `pop3.allow_plaintext_login`; --dev allows it on loopback."""
+        p = self.cfg.pop3
+        host = p.listen_address or ("127.0.0.1" if self.dev else "")
+        auth = DriveAuthenticator(
+            lambda: self.drive, failure_delay=float(p.failed_login_delay),
+            limiter=FailureLimiter(p.max_failed_logins, float(p.failed_login_window)),
+        )
+        keep = self.cfg.drive.keep_days
+        options = SessionOptions(
+            authenticator=auth, hostname=self.cfg.box.hostname, tls_context=self.tls_context,
+            expire=str(keep) if keep else "NEVER", timeout=float(p.timeout),
+            max_bad_commands=p.max_bad_commands, debug=self.cfg.log.debug,
+        )
+        self.pop3 = Pop3Listener(
+            options, host=host,
+            port=p.port or (DEV_POP3_PORT if self.dev else POP3_PORT),
+            tls_port=p.tls_port or (DEV_POP3S_PORT if self.dev else POP3S_PORT),
+            plaintext="always" if p.allow_plaintext_login else (
+                "loopback" if self.dev else "never"),
+            max_connections_per_address=p.max_connections_per_address,
+        )
+        for addr, port, implicit in await self.pop3.start():
+            log.info("POP3 listening on %s port %d (%s)", addr, port,
+                     "implicit TLS" if implicit else "STLS offered")
 
     async def _start_web(self) -> None:
         """The web port (drive API; the setup page later). Failing to get the port
@@ -111,10 +147,16 @@ class Appliance:
     # -- stopping -----------------------------------------------------------------------
 
     async def stop(self) -> None:
+        pop3_stopped = (
+            asyncio.ensure_future(self.pop3.stop(float(self.cfg.pop3.shutdown_grace)))
+            if self.pop3 is not None else None
+        )
         if self.web is not None:
             await self.web.stop()
         if self.smtp is not None:
             await self.smtp.stop(float(self.cfg.smtp.shutdown_grace))
+        if pop3_stopped is not None:
+            await pop3_stopped
         if self.drive is not None:
             drive, self.drive = self.drive, None  # from now on: 451 for anyone left
             await asyncio.to_thread(drive.close)
@@ -124,6 +166,8 @@ class Appliance:
         """A second signal: end the grace period now."""
         if self.smtp is not None:
             self.smtp.hurry()
+        if self.pop3 is not None:
+            self.pop3.hurry()
 
     # -- for a person at a terminal --------------------------------------------------------
 
@@ -137,6 +181,8 @@ class Appliance:
         lines = [
             f"Letterbox is running{' (development mode)' if self.dev else ''}.",
             f"  SMTP  {host}:{port}, STARTTLS offered",
+            (f"  POP3  {self.pop3.host or '0.0.0.0'}:{self.pop3.port} with STLS, "
+             f"POP3S {self.pop3.tls_port}") if self.pop3 else "  POP3  not listening",
             (f"  web   {self.web.host or '0.0.0.0'}:{self.web.port}, drive API for end-to-end "
              "mailboxes") if self.web else "  web   not listening (see the log)",
             f"  data  {self.data_dir}  (drive: {self.cfg.drive_path(self.data_dir)})",
@@ -162,8 +208,10 @@ class Appliance:
                 f"  python3 -c \"import smtplib; smtplib.SMTP('{where}', {port}).sendmail("
                 f"'me@example.org', ['{to}'], "
                 "b'Subject: Hello\\r\\n\\r\\nMy first letter.\\r\\n')\"",
-                "Read it:",
-                f"  {exe} {data} mailbox list    (messages and sizes; POP3 comes in a later issue)",
+                "Read it with any POP3 client (user: the address), e.g.",
+                f"  curl -s pop3://{where}:{self.pop3.port if self.pop3 else 0}/1 "
+                f"-u '{to}:{self.sample[1] if self.sample else 'PASSWORD'}'",
+                f"  {exe} {data} mailbox list    (messages and sizes)",
             ]
         lines += ["", "Stop with Ctrl-C."]
         return "\n".join(lines)

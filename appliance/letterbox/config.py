@@ -122,6 +122,17 @@ class Pop3Settings:
     allow_plaintext_login: bool = False
     # Idle seconds before a session is closed (RFC 1939 §3: at least 10 minutes).
     timeout: int = 600
+    max_connections_per_address: int = 20
+    max_bad_commands: int = 10
+    # Failed logins are answered after this many seconds (unknown user and wrong
+    # password alike); after max_failed_logins failures from one address (IPv6:
+    # one /64) within failed_login_window seconds, its logins are refused unchecked
+    # until the oldest failures are that old.
+    failed_login_delay: int = 2
+    max_failed_logins: int = 10
+    failed_login_window: int = 900
+    # Seconds a command in progress (a RETR) gets to finish when the box stops.
+    shutdown_grace: int = 10
 
 
 @dataclass(frozen=True)

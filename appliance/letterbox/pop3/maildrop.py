@@ -31,6 +31,20 @@ class EndToEndOnly(Exception):
     (RFC 3206 [AUTH] with this text)."""
 
 
+class LoginThrottled(Exception):
+    """Too many failed logins from this client lately: refused without checking the
+    password, so guessing stays slow (RFC 3206 [SYS/TEMP]: a temporary refusal)."""
+
+
+class MessageGone(Exception):
+    """The message was listed at login but is no longer there (removed to make room)."""
+
+
+class MessageUnreadable(Exception):
+    """The message (or its metadata) failed verification: damaged, never sent as if whole
+    (RFC 3206 [SYS/PERM]). Raised before the first chunk or in the middle of a read."""
+
+
 @dataclass(frozen=True)
 class Entry:
     """One message as POP3 lists it.
@@ -52,7 +66,9 @@ class Maildrop(Protocol):
 
     def read(self, uid: str) -> AsyncIterator[bytes]:
         """The message's bytes in chunks (bounded memory), verified as they come.
-        Raises MaildropUnavailable, or a damage error the session reports as -ERR."""
+        Raises MaildropUnavailable, MessageGone or MessageUnreadable (the session
+        reports them as -ERR before the first byte, or drops the connection after it).
+        The session closes the iterator (aclose) when it stops early."""
         ...
 
     async def mark_retrieved(self, uids: Sequence[str]) -> None:
@@ -72,6 +88,6 @@ class Authenticator(Protocol):
     """Turns USER/PASS (or SASL PLAIN) into a maildrop, or refuses."""
 
     async def login(self, user: str, password: str, client: str) -> Maildrop:
-        """Raises LoginRefused, MailboxInUse, MaildropUnavailable or EndToEndOnly.
-        `client` is the peer address, for rate limiting."""
+        """Raises LoginRefused, LoginThrottled, MailboxInUse, MaildropUnavailable or
+        EndToEndOnly. `client` is the peer address, for rate limiting."""
         ...
