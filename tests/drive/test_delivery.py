@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from letterbox.crypto import CHUNK_SIZE
 from letterbox.drive import Drive, MailboxNotFound, MessageTooLarge
+from letterbox.drive.delivery import SPILL_AT
 
 from tests.helpers import PASSWORD, message
 
@@ -71,8 +72,10 @@ def test_abort_and_refusals_leave_nothing(drive: Drive, data_dir: Path) -> None:
     with pytest.raises(MessageTooLarge):
         delivery.add_recipient(mailbox.address, size_hint=200_000)
     delivery.add_recipient(mailbox.address, size_hint=1000)
-    delivery.write(b"half a message")
-    assert files_under(blobs)  # the temporary exists while streaming
+    delivery.write(b"the start of a small message")
+    assert files_under(blobs) == set()  # small ones wait in memory for the committer
+    delivery.write(b"m" * (SPILL_AT + 1))
+    assert files_under(blobs)  # a large one spills to a temporary while streaming
     delivery.abort()
     delivery.abort()  # idempotent
     assert files_under(blobs) == set()

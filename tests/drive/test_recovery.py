@@ -90,7 +90,7 @@ def test_open_after_unclean_stop_removes_temporaries_and_orphans(tmp_path: Path)
     # leaves an orphan blob; a crash between keyring and index row an orphan keyring.
     pending = drive.begin("x@example.net")
     pending.add_recipient(mailbox.address)
-    pending.write(b"never committed")
+    pending.write(b"never committed" * 10_000)  # large enough to stream to a temporary
     lay = drive.layout
     orphan = lay.blob("ab" + "0" * 30)
     orphan.write_bytes(b"LBXB\x01\x00\x00\x00" + b"\x00" * 100)

@@ -33,6 +33,46 @@ if TYPE_CHECKING:
     from letterbox.drive.store import Drive
 
 WRITE_BUFFER = 256 * 1024
+# Blobs up to this size stay in memory until the committer writes them (see SpillBuffer).
+SPILL_AT = 128 * 1024
+
+
+class SpillBuffer:
+    """A blob on its way in: in memory while small, in a temporary file once large.
+
+    Most mail is small. Keeping it in memory takes file creation off the event loop
+    (the committer writes it straight to its final name, with no rename), while a
+    large message still never holds more than SPILL_AT bytes in memory.
+    """
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.memory: bytearray | None = bytearray()
+        self.file: BinaryIO | None = None
+
+    def write(self, data: bytes) -> None:
+        if self.memory is None:
+            assert self.file is not None
+            self.file.write(data)
+            return
+        self.memory += data
+        if len(self.memory) > SPILL_AT:
+            fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            self.file = open(fd, "wb", buffering=WRITE_BUFFER)  # noqa: SIM115
+            self.file.write(self.memory)
+            self.memory = None
+
+    def flush(self) -> None:
+        if self.file is not None:
+            self.file.flush()
+
+    def discard(self) -> None:
+        self.memory = None
+        if self.file is not None:
+            with contextlib.suppress(OSError):
+                self.file.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.tmp)
 
 
 @dataclass
@@ -40,11 +80,10 @@ class CommitRequest:
     """A finished blob and its sealed index rows, ready for the committer."""
 
     blob_id: str
-    file: BinaryIO
+    buffer: SpillBuffer
     summary: crypto.BlobSummary
     received: int
     rows: list[tuple[MailboxInfo, str, bytes]]  # (mailbox, delivery id, sealed meta)
-
 
 
 class Message:
@@ -91,15 +130,10 @@ class Delivery:
         self._rcpt_addresses: list[str] = []
         self.blob_id = crypto.new_id()
         self._key = crypto.new_blob_key()
-        self._tmp = drive.layout.blob_tmp(self.blob_id)
         self._sniffer = HeaderSniffer()
         self._state = "open"
-        try:
-            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            self._file: BinaryIO = open(fd, "wb", buffering=WRITE_BUFFER)  # noqa: SIM115
-            self._writer = crypto.BlobWriter(self._file, self._key, self.blob_id)
-        except OSError as exc:
-            raise io_error(exc) from None
+        self._buffer = SpillBuffer(drive.layout.blob_tmp(self.blob_id))
+        self._writer = crypto.BlobWriter(self._buffer, self._key, self.blob_id)  # type: ignore[arg-type]
 
     @property
     def size(self) -> int:
@@ -137,7 +171,7 @@ class Delivery:
             raise ValueError("a delivery needs at least one recipient")
         try:
             summary = self._writer.finish()
-            self._file.flush()
+            self._buffer.flush()
         except OSError as exc:
             self.abort()
             raise io_error(exc) from None
@@ -161,7 +195,7 @@ class Delivery:
             sealed = crypto.seal_meta(meta, self._drive.keys.signing, mailbox.public_key)
             rows.append((mailbox, delivery_id, sealed))
         self._state = "committing"
-        return CommitRequest(self.blob_id, self._file, summary, self.received, rows)
+        return CommitRequest(self.blob_id, self._buffer, summary, self.received, rows)
 
     def commit_future(self) -> Future[list[str]]:
         """Hand the delivery to the committer; the future resolves once it is durable."""
@@ -190,10 +224,7 @@ class Delivery:
         if self._state != "open":
             return
         self._state = "aborted"
-        with contextlib.suppress(OSError):
-            self._file.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._tmp)
+        self._buffer.discard()
 
 
 def io_error(exc: OSError) -> DriveError:

@@ -412,13 +412,24 @@ class Drive:
         errors: list[DriveError | None] = [None] * len(requests)
 
         def place(req: CommitRequest, sync: bool) -> None:
-            try:
-                if sync:
-                    os.fsync(req.file.fileno())
-            finally:
-                req.file.close()
             final = self.layout.blob(req.blob_id)
-            os.rename(self.layout.blob_tmp(req.blob_id), final)
+            buf = req.buffer
+            if buf.memory is not None:  # small: straight to its final name, no rename
+                fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with open(fd, "wb") as fh:
+                    fh.write(buf.memory)
+                    fh.flush()
+                    if sync:
+                        os.fsync(fd)
+                buf.memory = None
+            else:
+                assert buf.file is not None
+                try:
+                    if sync:
+                        os.fsync(buf.file.fileno())
+                finally:
+                    buf.file.close()
+                os.rename(buf.tmp, final)
             if sync:
                 fsync_dir(final.parent)
 
@@ -440,8 +451,9 @@ class Drive:
                 errors = [io_error(exc)] * len(requests)
         for req, error in zip(requests, errors, strict=True):
             if error is not None:
+                req.buffer.discard()
                 with contextlib.suppress(OSError):
-                    os.unlink(self.layout.blob_tmp(req.blob_id))
+                    os.unlink(self.layout.blob(req.blob_id))
         return errors
 
     def _apply_batch(self, requests: Sequence[CommitRequest]) -> list[list[str] | BaseException]:
