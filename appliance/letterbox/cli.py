@@ -224,6 +224,12 @@ def cmd_fetch(ctx: Context, args: argparse.Namespace) -> int:
     return fetch.run(args.key, args.server, args.to, passphrase_stdin=args.passphrase_stdin)
 
 
+def cmd_bridge(ctx: Context, args: argparse.Namespace) -> int:
+    from letterbox.e2e import bridge
+
+    return bridge.run(args.key, args.server, port=args.port)
+
+
 # -- parser ------------------------------------------------------------------------------
 
 
@@ -301,6 +307,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the Maildir to deliver into (created if missing)")
     p.add_argument("--passphrase-stdin", action="store_true",
                    help="read the key file's passphrase from standard input")
+
+    p = add(sub, "bridge", cmd_bridge, "serve an end-to-end mailbox as POP3 on 127.0.0.1",
+            "Serve an end-to-end mailbox to a desktop mail client as POP3 on 127.0.0.1, "
+            "verifying and decrypting on this computer. The client logs in with the mailbox "
+            "address and the key file's passphrase.")
+    p.add_argument("--key", type=Path, required=True, metavar="KEYFILE",
+                   help="the key file `mailbox add --end-to-end` wrote")
+    p.add_argument("--server", required=True, metavar="URL",
+                   help="the box's web address, e.g. http://letterbox.local")
+    p.add_argument("--port", type=int, default=11110,
+                   help="local POP3 port (default 11110; 0 picks a free one)")
     return parser
 
 

@@ -156,6 +156,10 @@ class DriveClient:
 
     # -- the API -----------------------------------------------------------------------
 
+    async def ping(self) -> None:
+        """Whether the box's drive API answers at all (asking for a challenge needs no key)."""
+        await self._call("POST", "/challenge", auth=False)
+
     async def login(self) -> None:
         """Answer a fresh challenge with the key; nothing secret crosses the network."""
         doc = await self._call("POST", "/challenge", auth=False)

@@ -41,6 +41,10 @@ class KeyFileError(Exception):
     """The key file cannot be read or unlocked; the message says why."""
 
 
+class WrongPassphrase(KeyFileError):
+    """The key file is fine; the passphrase is not its."""
+
+
 def check_listing(entry: Listed, key: crypto.PersonalKey, box_key: VerifyKey
                   ) -> crypto.DeliveryMeta:
     """Steps 1 and 2: the signed record of a listed message, or Refused."""
@@ -110,6 +114,8 @@ def unlock_key_file(path: Path, passphrase: str) -> tuple[crypto.PersonalKey, st
         raise KeyFileError(f"cannot read the key file {path}: {exc.strerror}") from None
     try:
         return crypto.PersonalKey.from_file(raw, passphrase)
+    except crypto.WrongPassword as exc:
+        raise WrongPassphrase(f"{path}: {exc}") from None
     except crypto.CryptoFailure as exc:
         raise KeyFileError(f"{path}: {exc}") from None
 
