@@ -8,6 +8,7 @@ metadata must be refused loudly, written nowhere and never acknowledged.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import re
@@ -17,12 +18,15 @@ from pathlib import Path
 
 import pytest
 from letterbox import crypto
-from letterbox.e2e import verify
+from letterbox.drive import Drive
+from letterbox.e2e import fetch, verify
+from letterbox.e2e.api_client import DriveClient
 from nacl.signing import SigningKey
 
 from tests.e2e.conftest import PASSPHRASE, E2EBox
 from tests.integration.harness import free_port
 from tests.smtp.conftest import strip_received
+from tests.web.conftest import ApiBox
 
 SIZES = (300, 70_000, 200_000)  # one chunk; two; four (64 KiB chunks)
 STEPS = ("downloading", "downloaded", "written", "renamed", "synced", "acknowledged")
@@ -238,3 +242,37 @@ def test_wrong_passphrase_and_unreachable_box_say_so(e2e_box: E2EBox, tmp_path: 
     done = e2e_box.fetch(address, tmp_path / "M", url=f"http://127.0.0.1:{free_port()}")
     assert done.returncode == 75 and "cannot reach the box" in done.stderr
     assert "nothing was lost" in done.stderr
+
+
+# -- in process, against the drive API on a drive the test holds ----------------------------
+
+
+def test_a_message_removed_by_the_box_mid_fetch_is_skipped_not_fatal(
+    drive: Drive, tmp_path: Path
+) -> None:
+    """Eviction may remove a listed message before fetch downloads it: a 404, noted."""
+    box = ApiBox(drive)
+    try:
+        person = box.person("evict@example.org")
+        ids = [box.deliver(person.address, n, 1000) for n in range(3)]
+
+        def checkpoint(step: str, delivery_id: str) -> None:
+            if step == "listed":
+                drive.delete(person.mailbox_id, [ids[1]])
+
+        async def go() -> fetch.Report:
+            async with DriveClient(box.url, person.key, person.address) as client:
+                return await fetch.fetch_mailbox(client, person.key, drive.keys.verify_key,
+                                                 fetch.Maildir(tmp_path / "M"),
+                                                 checkpoint=checkpoint, say=said.append)
+
+        said: list[str] = []
+        report = asyncio.run(go())
+        assert report.fetched == [ids[0], ids[2]] and report.gone == [ids[1]]
+        assert not report.refused
+        assert any("removed from the box" in line for line in said)
+        assert len(maildir_files(tmp_path / "M")) == 2
+        assert os.listdir(tmp_path / "M" / "tmp") == []
+        assert drive.list_sealed(person.mailbox_id) == []
+    finally:
+        box.close()

@@ -71,6 +71,7 @@ class FetchError(Exception):
 class Report:
     fetched: list[str] = field(default_factory=list)
     acknowledged_only: list[str] = field(default_factory=list)  # already in the Maildir
+    gone: list[str] = field(default_factory=list)  # listed, then removed by the box (evicted)
     refused: list[verify.Refused] = field(default_factory=list)
 
 
@@ -168,10 +169,14 @@ async def fetch_mailbox(client: DriveClient, key: crypto.PersonalKey, box_key: V
                 meta = verify.check_listing(entry, key, box_key)
                 if entry.id in present:
                     report.acknowledged_only.append(entry.id)
-                else:
-                    await _fetch_one(client, meta, maildir, cp)
+                elif await _fetch_one(client, meta, maildir, cp):
                     report.fetched.append(entry.id)
                     present.add(entry.id)
+                else:
+                    report.gone.append(entry.id)
+                    say(f"message {entry.id} was removed from the box before it could be "
+                        "fetched (evicted: the box's notice in this mailbox says why)")
+                    continue
             except verify.Refused as refused:
                 report.refused.append(refused)
                 say(f"REFUSED {refused}; it stays on the box and is not acknowledged")
@@ -188,7 +193,8 @@ async def fetch_mailbox(client: DriveClient, key: crypto.PersonalKey, box_key: V
 
 
 async def _fetch_one(client: DriveClient, meta: crypto.DeliveryMeta, maildir: Maildir,
-                     cp: Checkpoint) -> None:
+                     cp: Checkpoint) -> bool:
+    """Steps 2 to 4 for one message; False if the box no longer has it (404)."""
     name = maildir.name(meta)
     cipher = maildir.tmp / f"{name}.cipher"
     plain = maildir.tmp / name
@@ -202,7 +208,14 @@ async def _fetch_one(client: DriveClient, meta: crypto.DeliveryMeta, maildir: Ma
                 cp("downloading", meta.delivery_id)
 
         with open(cipher, "xb") as spool:
-            size, digest = await client.download(meta.delivery_id, spool, progress=progress)
+            try:
+                size, digest = await client.download(meta.delivery_id, spool,
+                                                     progress=progress)
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                cipher.unlink()
+                return False
         cp("downloaded", meta.delivery_id)
         verify.check_ciphertext(meta, size, digest)
         await asyncio.to_thread(_write_plain, meta, cipher, plain)
@@ -217,6 +230,7 @@ async def _fetch_one(client: DriveClient, meta: crypto.DeliveryMeta, maildir: Ma
     cp("renamed", meta.delivery_id)
     fsync_dir(maildir.new)
     cp("synced", meta.delivery_id)
+    return True
 
 
 async def _run(key_file: Path, server: str, target: Path, passphrase: str,
