@@ -6,7 +6,7 @@ DATA ?= .letterbox
 STAMP := $(VENV)/.installed
 
 # Debian packages the tests drive as real clients (swaks needs Net::SSLeay for STARTTLS).
-TEST_DEBS := swaks libnet-ssleay-perl
+TEST_DEBS := swaks libnet-ssleay-perl mpop fetchmail curl
 # Peers and load generators the benchmarks run side by side.
 BENCH_DEBS := postfix dovecot-core dovecot-lmtpd dovecot-pop3d
 
