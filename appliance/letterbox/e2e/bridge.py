@@ -33,6 +33,7 @@ Pop3Listener, Pop3Session); this module only supplies its maildrop:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -196,7 +197,9 @@ class RemoteMaildrop:
                         return
                     yield chunk
             finally:
-                chunks.close()
+                # Still running in a worker only if this read was cancelled mid-chunk.
+                with contextlib.suppress(ValueError):
+                    chunks.close()
         finally:
             await asyncio.to_thread(spool.close)
 

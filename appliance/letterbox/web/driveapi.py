@@ -135,6 +135,8 @@ def _api(fn: Handler) -> Callable[[DriveApi, web.Request], Awaitable[web.StreamR
             return await fn(self, request)
         except Refusal as r:
             return web.json_response({"error": r.text}, status=r.status, headers=r.headers)
+        except MailboxNotFound:
+            return web.json_response({"error": "no such message in this mailbox"}, status=404)
         except MessageDamaged as exc:
             log.error("drive API: %s", exc)
             return web.json_response(
