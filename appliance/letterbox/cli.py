@@ -259,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = add(sub, "run", cmd_run, "run the appliance (SMTP and the other listeners)")
     run.add_argument("--dev", action="store_true",
-                     help="unprivileged ports (SMTP 2525) and the directory drive under --data")
+                     help="unprivileged ports (SMTP 2525, POP3 1110 and 1995, web 8080), "
+                     "plaintext POP3 login on loopback, and the directory drive under --data")
 
     mailbox = sub.add_parser("mailbox", help="add and list mailboxes",
                              description="Manage the household's mailboxes.")

@@ -132,6 +132,18 @@ def test_what_smtp_stored_pop3_serves_byte_identical(run: Run, tmp_path: Path):
 
     assert run.stop() == 0
     assert read_mailbox(run.data, run.password()) == stored  # reading deleted nothing
+    assert "letterbox.test" not in run.stderr()  # logs name no addresses by default
+
+
+def test_capa_expire_follows_the_retention_setting(tmp_path: Path):
+    r = Run(tmp_path / "data", write_config(tmp_path / "letterbox.toml",
+                                            "[drive]\nkeep_days = 30\n"))
+    try:
+        p = poplib.POP3("127.0.0.1", r.pop3_port)
+        assert p.capa()["EXPIRE"] == ["30"]
+        p.quit()
+    finally:
+        assert r.stop() == 0
 
 
 def mpoprc(run: Run, path: Path, maildir: Path, *, keep: bool, starttls: bool = True) -> Path:
