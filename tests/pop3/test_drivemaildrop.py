@@ -153,7 +153,10 @@ def test_unknown_users_cost_an_argon2id_too(open_drive: Callable[..., Drive]):
 
     async def go() -> tuple[float, float]:
         await attempt("nobody@example.org")  # makes the decoy
-        return await attempt(ADDRESS), await attempt("nobody@example.org")
+        # The fastest of a few: robust against a busy machine.
+        known = [await attempt(ADDRESS) for _ in range(3)]
+        unknown = [await attempt("nobody@example.org") for _ in range(3)]
+        return min(known), min(unknown)
 
     auth = DriveAuthenticator(lambda: drive, failure_delay=0)
     known, unknown = run(go())

@@ -227,7 +227,7 @@ def test_unknown_user_and_wrong_password_get_the_same_reply(make_box: Callable[.
         times.append(time.monotonic() - started)
         sock.close()
     assert replies == [b"-ERR [AUTH] Wrong user name or password\r\n"] * 3
-    assert all(0.39 <= t < 1.5 for t in times), times
+    assert all(0.39 <= t < 5 for t in times), times
 
 
 def test_failed_logins_close_the_session_after_three(wire: Wire):

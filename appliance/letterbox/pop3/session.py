@@ -73,6 +73,7 @@ COMMAND_LIMIT = 255  # RFC 2449 §4: a command line, CRLF included
 SASL_LIMIT = 4096  # AUTH lines and SASL responses (RFC 5034 §4 lets them be longer)
 READ_LIMIT = 8192  # StreamReader buffer limit: a longer line is discarded unread
 TLS_HANDSHAKE_TIMEOUT = 30.0
+CLOSE_FLUSH_TIMEOUT = 10.0  # for the last replies of a session
 
 AUTHORIZATION = "AUTHORIZATION"
 TRANSACTION = "TRANSACTION"
@@ -644,11 +645,17 @@ class Pop3Session:
         self.writer.transport.abort()
 
     async def _close(self) -> None:
+        """Flush the last replies, briefly: a client that stopped reading is cut off."""
         transport = self.writer.transport
-        if not transport.is_closing():
-            with contextlib.suppress(Exception):
-                await self._drain()
-            transport.close()
+        if transport.is_closing():
+            return
+        try:
+            async with asyncio.timeout(CLOSE_FLUSH_TIMEOUT):
+                await self.writer.drain()
+        except Exception:
+            transport.abort()
+            return
+        transport.close()
 
     async def _end(self) -> None:
         """Forget the maildrop (and its key) and the connection slot, then close."""
