@@ -628,3 +628,22 @@ def test_drive_closed_under_a_session(box: Pop3Box):
     with pytest.raises(poplib.error_proto, match=r"\[SYS/TEMP\]"):
         p.quit()
     box.drive = None
+
+
+def test_a_client_that_stops_reading_mid_retr_is_cut_off(make_box: Callable[..., Pop3Box]):
+    box = make_box(timeout=0.5)
+    # Larger than what the kernel buffers on both ends can hold.
+    ids = box.deliver(b"Subject: big\r\n\r\n" + (b"s" * 998 + b"\r\n") * 16000)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", box.port))
+    w = Wire(sock)
+    w.line()
+    login(w)
+    w.send(b"RETR 1\r\n")  # and never read the answer
+    box.wait_idle(timeout=30)  # the server gave up on the stalled socket
+    assert w.closed(timeout=20)
+    assert not w.buf.endswith(b"\r\n.\r\n")  # it was cut off mid-message
+    sock.close()
+    assert box.stored() == ids
+    assert client(box).stat()[0] == 1  # and the mailbox is free

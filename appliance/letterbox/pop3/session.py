@@ -205,8 +205,9 @@ class Pop3Session:
                     self._send(R.TOO_MANY_ERRORS)
                     break
         except TimeoutError:
-            # RFC 1939 §3: the autologout timer closes without a reply and without UPDATE.
-            log.info("session %s: idle for %.0f s, closing", self.sid, self.options.timeout)
+            # RFC 1939 §3: the autologout timer closes without a reply and without UPDATE
+            # (also when the client stopped reading a response).
+            log.info("session %s: no progress for %g s, closing", self.sid, self.options.timeout)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         except Exception:
