@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from letterbox.crypto import Argon2Limits
 
 from tests.pop3.conftest import (
     ALICE,
@@ -647,3 +648,29 @@ def test_a_client_that_stops_reading_mid_retr_is_cut_off(make_box: Callable[...,
     sock.close()
     assert box.stored() == ids
     assert client(box).stat()[0] == 1  # and the mailbox is free
+
+
+def test_the_event_loop_serves_others_while_a_key_is_unwrapped(box: Pop3Box):
+    drive = box.drive
+    assert drive is not None
+    drive.limits = Argon2Limits(4, 256 << 20)  # a slow board's worth of Argon2id
+    drive.create_mailbox("slow@home.test", quota=1 << 20, password=PASSWORD)
+    other = client(box, BOB)
+    took: list[float] = []
+
+    def slow_login() -> None:
+        started = time.monotonic()
+        client(box, "slow@home.test").quit()
+        took.append(time.monotonic() - started)
+
+    t = threading.Thread(target=slow_login)
+    t.start()
+    time.sleep(0.05)
+    gaps = []
+    while t.is_alive():
+        started = time.monotonic()
+        other.noop()
+        gaps.append(time.monotonic() - started)
+    t.join()
+    other.quit()
+    assert len(gaps) > 3 and max(gaps) < took[0] / 3, (gaps, took)
