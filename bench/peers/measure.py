@@ -99,6 +99,34 @@ def machine_busy_seconds() -> float:
     return (user + nice + system) / CLOCK_TICKS
 
 
+def busy_share(window: float = 1.0) -> float:
+    """Share of the machine's CPU capacity used by other processes over `window` seconds.
+
+    This process's own CPU is left out; so are kernel threads, whose bookkeeping noise
+    alone is a few percent.
+    """
+    before = machine_busy_seconds() - kernel_threads_seconds() - time.process_time()
+    time.sleep(window)
+    after = machine_busy_seconds() - kernel_threads_seconds() - time.process_time()
+    return max(0.0, (after - before) / (window * (os.cpu_count() or 1)))
+
+
+def wait_for_quiet(
+    *, threshold: float = 0.05, max_wait: float = 20.0, window: float = 1.0
+) -> tuple[float, float]:
+    """Wait until other processes use less than `threshold` of the machine, at most `max_wait` s.
+
+    Benchmarks on a shared development machine start in a quiet moment if there is one
+    within `max_wait`; returns (seconds waited, last share seen) for the report.
+    """
+    started = time.monotonic()
+    while True:
+        share = busy_share(window)
+        waited = time.monotonic() - started
+        if share < threshold or waited + window > max_wait:
+            return waited, share
+
+
 def kernel_threads_seconds() -> float:
     """CPU seconds used so far by the live kernel threads (children of kthreadd, pid 2).
 
