@@ -30,9 +30,7 @@ def mode(path: Path) -> int:
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o000, 0o002, 0o077])
-def test_created_once_private(
-    tmp_path: Path, umask: Callable[[int], None], mask: int
-) -> None:
+def test_created_once_private(tmp_path: Path, umask: Callable[[int], None], mask: int) -> None:
     umask(mask)
     data = tmp_path / "data"
     keys = BoxKeys.load_or_create(data)
@@ -106,8 +104,20 @@ def _valid(tmp_path: Path) -> dict[str, str]:
         lambda doc: json.dumps(dict(doc, signing_seed=12)).encode(),
     ],
     ids=[
-        "empty", "cut-json", "binary", "truncated", "list", "null", "string", "no-sealing",
-        "no-signing", "short-seed", "long-secret", "not-hex", "null-secret", "number-seed",
+        "empty",
+        "cut-json",
+        "binary",
+        "truncated",
+        "list",
+        "null",
+        "string",
+        "no-sealing",
+        "no-signing",
+        "short-seed",
+        "long-secret",
+        "not-hex",
+        "null-secret",
+        "number-seed",
     ],
 )
 def test_damaged_file_stops_with_a_clear_message(

@@ -19,27 +19,53 @@ def lbx(tmp_path: Path):  # type: ignore[no-untyped-def]
 
     def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "letterbox.cli", "--data", str(tmp_path / "data"),
-             "--config", str(config), *args],
-            input=stdin, capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "letterbox.cli",
+                "--data",
+                str(tmp_path / "data"),
+                "--config",
+                str(config),
+                *args,
+            ],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
 
     return run
 
 
 def test_every_subcommand_has_help(lbx) -> None:  # type: ignore[no-untyped-def]
-    for args in (["--help"], ["run", "--help"], ["mailbox", "--help"], ["mailbox", "add", "--help"],
-                 ["mailbox", "list", "--help"], ["mailbox", "passwd", "--help"],
-                 ["mailbox", "recovery-reset", "--help"], ["drive", "--help"],
-                 ["drive", "check", "--help"], ["drive", "stats", "--help"]):
+    for args in (
+        ["--help"],
+        ["run", "--help"],
+        ["mailbox", "--help"],
+        ["mailbox", "add", "--help"],
+        ["mailbox", "list", "--help"],
+        ["mailbox", "passwd", "--help"],
+        ["mailbox", "recovery-reset", "--help"],
+        ["drive", "--help"],
+        ["drive", "check", "--help"],
+        ["drive", "stats", "--help"],
+    ):
         result = lbx(*args)
         assert result.returncode == 0, args
         assert "usage: letterbox" in result.stdout
 
 
 def test_mailbox_lifecycle(lbx) -> None:  # type: ignore[no-untyped-def]
-    added = lbx("mailbox", "add", "Anna@Example.org", "--quota", "500M", "--password-stdin",
-                stdin="first password\n")
+    added = lbx(
+        "mailbox",
+        "add",
+        "Anna@Example.org",
+        "--quota",
+        "500M",
+        "--password-stdin",
+        stdin="first password\n",
+    )
     assert added.returncode == 0, added.stderr
     code = re.search(r"\b([0-9A-Z]{4}(?:-[0-9A-Z]{4}){7})\b", added.stdout)
     assert code, added.stdout
@@ -59,19 +85,41 @@ def test_mailbox_lifecycle(lbx) -> None:  # type: ignore[no-untyped-def]
     assert re.search(r"anna@example\.org\s+500\.0M\s+0B\s+0\s+unlocked at login", listing.stdout)
 
     # Forgotten password: the recovery code sets a new one.
-    reset = lbx("mailbox", "passwd", "anna@example.org", "--recovery-code-stdin",
-                "--password-stdin", stdin=f"{code.group(1).lower()}\nsecond password\n")
+    reset = lbx(
+        "mailbox",
+        "passwd",
+        "anna@example.org",
+        "--recovery-code-stdin",
+        "--password-stdin",
+        stdin=f"{code.group(1).lower()}\nsecond password\n",
+    )
     assert reset.returncode == 0, reset.stderr
-    old = lbx("mailbox", "recovery-reset", "anna@example.org", "--password-stdin",
-              stdin="first password\n")
+    old = lbx(
+        "mailbox",
+        "recovery-reset",
+        "anna@example.org",
+        "--password-stdin",
+        stdin="first password\n",
+    )
     assert old.returncode == 1 and "wrong password" in old.stderr
-    new = lbx("mailbox", "recovery-reset", "anna@example.org", "--password-stdin",
-              stdin="second password\n")
+    new = lbx(
+        "mailbox",
+        "recovery-reset",
+        "anna@example.org",
+        "--password-stdin",
+        stdin="second password\n",
+    )
     assert new.returncode == 0
     new_code = re.search(r"\b([0-9A-Z]{4}(?:-[0-9A-Z]{4}){7})\b", new.stdout)
     assert new_code and new_code.group(1) != code.group(1)
-    stale = lbx("mailbox", "passwd", "anna@example.org", "--recovery-code-stdin",
-                "--password-stdin", stdin=f"{code.group(1)}\nthird\n")
+    stale = lbx(
+        "mailbox",
+        "passwd",
+        "anna@example.org",
+        "--recovery-code-stdin",
+        "--password-stdin",
+        stdin=f"{code.group(1)}\nthird\n",
+    )
     assert stale.returncode == 1 and "wrong recovery code" in stale.stderr
 
     unknown = lbx("mailbox", "passwd", "zed@example.org", "--password-stdin", stdin="x\n")
@@ -91,9 +139,20 @@ def test_config_errors_name_the_key(lbx, tmp_path: Path) -> None:  # type: ignor
     bad = tmp_path / "bad.toml"
     bad.write_text('[drive]\nreserv = "1G"\n')
     result = subprocess.run(
-        [sys.executable, "-m", "letterbox.cli", "--config", str(bad), "--data",
-         str(tmp_path / "d"), "mailbox", "list"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "letterbox.cli",
+            "--config",
+            str(bad),
+            "--data",
+            str(tmp_path / "d"),
+            "mailbox",
+            "list",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 1 and "drive.reserv" in result.stderr
 
@@ -102,8 +161,16 @@ def test_end_to_end_mailbox_writes_a_key_file_and_keeps_no_secret(lbx, tmp_path:
     from letterbox.crypto import PersonalKey, WrongPassword
 
     key_file = tmp_path / "person.key"
-    made = lbx("mailbox", "add", "e2e@example.org", "--end-to-end", "--key-file", str(key_file),
-               "--password-stdin", stdin="key passphrase\n")
+    made = lbx(
+        "mailbox",
+        "add",
+        "e2e@example.org",
+        "--end-to-end",
+        "--key-file",
+        str(key_file),
+        "--password-stdin",
+        stdin="key passphrase\n",
+    )
     assert made.returncode == 0, made.stderr
     assert key_file.stat().st_mode & 0o077 == 0
     person, address, _ = PersonalKey.from_file(key_file.read_bytes(), "key passphrase")
@@ -114,9 +181,18 @@ def test_end_to_end_mailbox_writes_a_key_file_and_keeps_no_secret(lbx, tmp_path:
     drive_files = [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
     assert not any(bytes(person.signing) in p.read_bytes() for p in drive_files)
     assert re.search(r"e2e@example\.org .* end-to-end", lbx("mailbox", "list").stdout)
-    again = lbx("mailbox", "add", "x@example.org", "--end-to-end", "--key-file", str(key_file),
-                "--password-stdin", stdin="p\n")
+    again = lbx(
+        "mailbox",
+        "add",
+        "x@example.org",
+        "--end-to-end",
+        "--key-file",
+        str(key_file),
+        "--password-stdin",
+        stdin="p\n",
+    )
     assert again.returncode == 1 and "refusing to overwrite" in again.stderr
-    missing = lbx("mailbox", "add", "y@example.org", "--end-to-end", "--password-stdin",
-                  stdin="p\n")
+    missing = lbx(
+        "mailbox", "add", "y@example.org", "--end-to-end", "--password-stdin", stdin="p\n"
+    )
     assert missing.returncode == 1 and "--key-file" in missing.stderr

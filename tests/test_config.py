@@ -84,8 +84,31 @@ def test_size_parse(text: object, expected: int) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "G", "2X", "two", "2GG", "2 GB B", "-1G", "-5", "1e3", "1,5G", "0x10", "2Gi", "1.G",
-     ".5G", -1, -(1 << 40), True, False, 1.5, None, [], ["2G"], {"G": 2}],
+    [
+        "",
+        "G",
+        "2X",
+        "two",
+        "2GG",
+        "2 GB B",
+        "-1G",
+        "-5",
+        "1e3",
+        "1,5G",
+        "0x10",
+        "2Gi",
+        "1.G",
+        ".5G",
+        -1,
+        -(1 << 40),
+        True,
+        False,
+        1.5,
+        None,
+        [],
+        ["2G"],
+        {"G": 2},
+    ],
 )
 def test_size_parse_refuses(bad: object) -> None:
     with pytest.raises(ValueError):
@@ -162,7 +185,7 @@ debug = true
 
 
 def test_unset_values_keep_their_defaults(tmp_path: Path) -> None:
-    c = config.load(write(tmp_path, '[drive]\nkeep_days = 7\n'))
+    c = config.load(write(tmp_path, "[drive]\nkeep_days = 7\n"))
     assert c.drive.keep_days == 7
     assert c.drive.reserve == Config().drive.reserve
     assert dataclasses.replace(c, drive=Config().drive) == Config()
@@ -278,7 +301,10 @@ def test_config_error_is_a_value_error() -> None:
 def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(LETTERBOX), "--data", str(tmp_path / "data"), *args],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
     )
 
 

@@ -140,8 +140,11 @@ def test_blob_round_trip_any_size_any_split(case: tuple[bytes, list[bytes]]) -> 
     assert blob[:8] == b"LBXB\x01\x00\x00\x00" and blob[8:START] == summary.header
     chunks = list(
         read_blob(
-            io.BytesIO(blob), key, blob_id,
-            expected_hash=summary.cipher_hash, expected_header=summary.header,
+            io.BytesIO(blob),
+            key,
+            blob_id,
+            expected_hash=summary.cipher_hash,
+            expected_header=summary.header,
         )
     )
     assert b"".join(chunks) == data
@@ -497,7 +500,10 @@ def test_read_blob_streams_a_50_mb_blob_in_chunks(tmp_path: Path) -> None:
     try:
         with open(path, "rb") as fh:
             for chunk in read_blob(
-                fh, key, blob_id, expected_hash=summary.cipher_hash,
+                fh,
+                key,
+                blob_id,
+                expected_hash=summary.cipher_hash,
                 expected_header=summary.header,
             ):
                 assert chunk == block  # every chunk exactly one 64 KiB block
@@ -548,17 +554,28 @@ header_names = st.sampled_from(["From", "To", "Subject", "Date", "Message-ID"])
     kind=st.sampled_from(["mail", "notice"]),
 )
 @example(
-    mail_from="jörg@bücher.example", rcpt_to="анна@пример.рф",
-    headers={"Subject": "Grüße 👋 \"quoted\" \\ \n\t\u2028", "To": "李 <li@例子.中国>"},
-    plain_size=0, received=0, kind="mail",
+    mail_from="jörg@bücher.example",
+    rcpt_to="анна@пример.рф",
+    headers={"Subject": 'Grüße 👋 "quoted" \\ \n\t\u2028', "To": "李 <li@例子.中国>"},
+    plain_size=0,
+    received=0,
+    kind="mail",
 )
 def test_meta_round_trip_with_unicode(
-    mail_from: str, rcpt_to: str, headers: dict[str, str], plain_size: int, received: int,
+    mail_from: str,
+    rcpt_to: str,
+    headers: dict[str, str],
+    plain_size: int,
+    received: int,
     kind: str,
 ) -> None:
     m = meta(
-        mail_from=mail_from, rcpt_to=rcpt_to, headers=headers, plain_size=plain_size,
-        received=received, kind=kind,
+        mail_from=mail_from,
+        rcpt_to=rcpt_to,
+        headers=headers,
+        plain_size=plain_size,
+        received=received,
+        kind=kind,
     )
     sealed = seal_meta(m, BOX, bytes(ANNA.public_key))
     assert open_meta(sealed, ANNA, [BOX.verify_key]) == m
@@ -581,8 +598,19 @@ def test_canonical_is_deterministic_and_sorted() -> None:
     assert raw == again.encode()
     assert b" " not in raw  # compact separators (and no value here has a space)
     assert set(doc) == {
-        "v", "delivery_id", "blob_id", "blob_key", "blob_header", "plain_size", "stored_size",
-        "cipher_hash", "received", "mail_from", "rcpt_to", "headers", "kind",
+        "v",
+        "delivery_id",
+        "blob_id",
+        "blob_key",
+        "blob_header",
+        "plain_size",
+        "stored_size",
+        "cipher_hash",
+        "received",
+        "mail_from",
+        "rcpt_to",
+        "headers",
+        "kind",
     }
     assert doc["v"] == 1 and doc["blob_key"] == a.blob_key.hex()
     # Non-ASCII is written as UTF-8, not \\u escapes.
@@ -670,8 +698,19 @@ def test_malformed_metadata_is_refused_clearly(canonical: bytes, message: str) -
 
 @pytest.mark.parametrize(
     "field",
-    ["delivery_id", "blob_id", "blob_key", "blob_header", "plain_size", "cipher_hash",
-     "received", "mail_from", "rcpt_to", "headers", "kind"],
+    [
+        "delivery_id",
+        "blob_id",
+        "blob_key",
+        "blob_header",
+        "plain_size",
+        "cipher_hash",
+        "received",
+        "mail_from",
+        "rcpt_to",
+        "headers",
+        "kind",
+    ],
 )
 def test_missing_metadata_field_is_named(field: str) -> None:
     doc = json.loads(meta().canonical())
@@ -906,8 +945,11 @@ def test_slot_matches_documented_construction(ring: tuple[Keyring, PrivateKey, s
     assert len(bytes.fromhex(slot["salt"])) == 16 and len(bytes.fromhex(slot["nonce"])) == 24
     assert len(bytes.fromhex(slot["ciphertext"])) == 32 + 16
     key = nacl.pwhash.argon2id.kdf(
-        32, PASSWORD.encode(), bytes.fromhex(slot["salt"]),
-        opslimit=slot["opslimit"], memlimit=slot["memlimit"],
+        32,
+        PASSWORD.encode(),
+        bytes.fromhex(slot["salt"]),
+        opslimit=slot["opslimit"],
+        memlimit=slot["memlimit"],
     )
     ad = b"letterbox-keyring-v1\0password\0" + MAILBOX.encode() + keyring.public_key
     plain = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(

@@ -73,7 +73,9 @@ class Appliance:
         stats = self.drive.stats()
         log.info(
             "drive %s open at %s: %s mailboxes, %s messages",
-            stats["drive_id"], self.cfg.drive_path(self.data_dir), stats["mailboxes"],
+            stats["drive_id"],
+            self.cfg.drive_path(self.data_dir),
+            stats["mailboxes"],
             stats["deliveries"],
         )
 
@@ -94,8 +96,13 @@ class Appliance:
         self.tls_context = tls_context
         gateway = Gateway(s, lambda: self.drive, debug=self.cfg.log.debug)
         self.smtp = SmtpListener(
-            gateway, s, hostname=self.cfg.box.hostname, host=host, port=port,
-            tls_context=tls_context, debug=self.cfg.log.debug,
+            gateway,
+            s,
+            hostname=self.cfg.box.hostname,
+            host=host,
+            port=port,
+            tls_context=tls_context,
+            debug=self.cfg.log.debug,
         )
         bound = await self.smtp.start()
         for addr, p in bound:
@@ -107,26 +114,37 @@ class Appliance:
         p = self.cfg.pop3
         host = p.listen_address or ("127.0.0.1" if self.dev else "")
         auth = DriveAuthenticator(
-            lambda: self.drive, failure_delay=float(p.failed_login_delay),
+            lambda: self.drive,
+            failure_delay=float(p.failed_login_delay),
             limiter=FailureLimiter(p.max_failed_logins, float(p.failed_login_window)),
         )
         keep = self.cfg.drive.keep_days
         options = SessionOptions(
-            authenticator=auth, hostname=self.cfg.box.hostname, tls_context=self.tls_context,
-            expire=str(keep) if keep else "NEVER", timeout=float(p.timeout),
-            max_bad_commands=p.max_bad_commands, debug=self.cfg.log.debug,
+            authenticator=auth,
+            hostname=self.cfg.box.hostname,
+            tls_context=self.tls_context,
+            expire=str(keep) if keep else "NEVER",
+            timeout=float(p.timeout),
+            max_bad_commands=p.max_bad_commands,
+            debug=self.cfg.log.debug,
         )
         self.pop3 = Pop3Listener(
-            options, host=host,
+            options,
+            host=host,
             port=p.port or (DEV_POP3_PORT if self.dev else POP3_PORT),
             tls_port=p.tls_port or (DEV_POP3S_PORT if self.dev else POP3S_PORT),
-            plaintext="always" if p.allow_plaintext_login else (
-                "loopback" if self.dev else "never"),
+            plaintext="always"
+            if p.allow_plaintext_login
+            else ("loopback" if self.dev else "never"),
             max_connections_per_address=p.max_connections_per_address,
         )
         for addr, port, implicit in await self.pop3.start():
-            log.info("POP3 listening on %s port %d (%s)", addr, port,
-                     "implicit TLS" if implicit else "STLS offered")
+            log.info(
+                "POP3 listening on %s port %d (%s)",
+                addr,
+                port,
+                "implicit TLS" if implicit else "STLS offered",
+            )
 
     async def _start_web(self) -> None:
         """The web port (drive API; the setup page later). Failing to get the port
@@ -137,8 +155,11 @@ class Appliance:
         try:
             bound = await server.start()
         except OSError as exc:
-            log.error("web: cannot listen on port %d (%s); running without the drive API",
-                      port, exc.strerror or exc)
+            log.error(
+                "web: cannot listen on port %d (%s); running without the drive API",
+                port,
+                exc.strerror or exc,
+            )
             return
         self.web = server
         for addr, p in bound:
@@ -149,7 +170,8 @@ class Appliance:
     async def stop(self) -> None:
         pop3_stopped = (
             asyncio.ensure_future(self.pop3.stop(float(self.cfg.pop3.shutdown_grace)))
-            if self.pop3 is not None else None
+            if self.pop3 is not None
+            else None
         )
         if self.web is not None:
             await self.web.stop()
@@ -181,10 +203,18 @@ class Appliance:
         lines = [
             f"Letterbox is running{' (development mode)' if self.dev else ''}.",
             f"  SMTP  {host}:{port}, STARTTLS offered",
-            (f"  POP3  {self.pop3.host or '0.0.0.0'}:{self.pop3.port} with STLS, "
-             f"POP3S {self.pop3.tls_port}") if self.pop3 else "  POP3  not listening",
-            (f"  web   {self.web.host or '0.0.0.0'}:{self.web.port}, drive API for end-to-end "
-             "mailboxes") if self.web else "  web   not listening (see the log)",
+            (
+                f"  POP3  {self.pop3.host or '0.0.0.0'}:{self.pop3.port} with STLS, "
+                f"POP3S {self.pop3.tls_port}"
+            )
+            if self.pop3
+            else "  POP3  not listening",
+            (
+                f"  web   {self.web.host or '0.0.0.0'}:{self.web.port}, drive API for end-to-end "
+                "mailboxes"
+            )
+            if self.web
+            else "  web   not listening (see the log)",
             f"  data  {self.data_dir}  (drive: {self.cfg.drive_path(self.data_dir)})",
         ]
         if self.drive is None:

@@ -117,8 +117,12 @@ def _add_end_to_end(ctx: Context, args: argparse.Namespace, quota: int) -> int:
             )
         except ValueError as exc:
             raise UserError(str(exc)) from None
-        data = person.to_file(passphrase, mailbox.address, bytes(drive.keys.verify_key),
-                              state.argon2_limits(ctx.config))
+        data = person.to_file(
+            passphrase,
+            mailbox.address,
+            bytes(drive.keys.verify_key),
+            state.argon2_limits(ctx.config),
+        )
     write_atomic(args.key_file, data, mode=0o600)
     print(f"Created end-to-end mailbox {mailbox.address} (quota {_human(mailbox.quota)}).")
     print(f"Its key is in {args.key_file}, protected by the passphrase; the box keeps only")
@@ -196,13 +200,17 @@ def cmd_drive_stats(ctx: Context, args: argparse.Namespace) -> int:
     print(f"  mailboxes:   {stats['mailboxes']}")
     print(f"  messages:    {stats['deliveries']} deliveries in {stats['blobs']} blobs")
     print(f"  stored:      {_human(int(stats['stored_bytes']))}")
-    print(f"  free:        {_human(int(stats['free_bytes']))} "
-          f"(reserve {_human(int(stats['reserve_bytes']))})")
+    print(
+        f"  free:        {_human(int(stats['free_bytes']))} "
+        f"(reserve {_human(int(stats['reserve_bytes']))})"
+    )
     print(f"  evictions:   {stats['evictions']}")
     for m in boxes:
         pct = 100 * m.used / m.quota if m.quota else 0
-        print(f"  {m.address}: {_human(m.used)} of {_human(m.quota)} ({pct:.0f}%), "
-              f"{m.messages} messages")
+        print(
+            f"  {m.address}: {_human(m.used)} of {_human(m.quota)} ({pct:.0f}%), "
+            f"{m.messages} messages"
+        )
     return 0
 
 
@@ -241,84 +249,175 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"letterbox {__version__}")
     parser.add_argument(
-        "--data", type=Path, default=Path(".letterbox"), metavar="DIR",
+        "--data",
+        type=Path,
+        default=Path(".letterbox"),
+        metavar="DIR",
         help="directory holding all state: box keys, and the drive unless drive.path is set "
         "(default: ./.letterbox)",
     )
     parser.add_argument(
-        "--config", type=Path, default=None, metavar="FILE",
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
         help="TOML settings file; every setting has a built-in default",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(parent: argparse._SubParsersAction, name: str, fn: Callable, help: str,
-            description: str | None = None) -> argparse.ArgumentParser:
+    def add(
+        parent: argparse._SubParsersAction,
+        name: str,
+        fn: Callable,
+        help: str,
+        description: str | None = None,
+    ) -> argparse.ArgumentParser:
         p = parent.add_parser(name, help=help, description=description or help)
         p.set_defaults(func=fn)
         return p
 
     run = add(sub, "run", cmd_run, "run the appliance (SMTP and the other listeners)")
-    run.add_argument("--dev", action="store_true",
-                     help="unprivileged ports (SMTP 2525, POP3 1110 and 1995, web 8080), "
-                     "plaintext POP3 login on loopback, and the directory drive under --data")
+    run.add_argument(
+        "--dev",
+        action="store_true",
+        help="unprivileged ports (SMTP 2525, POP3 1110 and 1995, web 8080), "
+        "plaintext POP3 login on loopback, and the directory drive under --data",
+    )
 
-    mailbox = sub.add_parser("mailbox", help="add and list mailboxes",
-                             description="Manage the household's mailboxes.")
+    mailbox = sub.add_parser(
+        "mailbox", help="add and list mailboxes", description="Manage the household's mailboxes."
+    )
     msub = mailbox.add_subparsers(dest="mailbox_command", required=True, metavar="ACTION")
-    p = add(msub, "add", cmd_mailbox_add, "create a mailbox and its keyring",
-            "Create a mailbox, make its domain local, and print its recovery code once.")
+    p = add(
+        msub,
+        "add",
+        cmd_mailbox_add,
+        "create a mailbox and its keyring",
+        "Create a mailbox, make its domain local, and print its recovery code once.",
+    )
     p.add_argument("address", metavar="ADDRESS")
     p.add_argument("--quota", type=_size, default=None, help="e.g. 2G, 500M (default: config)")
-    p.add_argument("--password-stdin", action="store_true",
-                   help="read the password (or key-file passphrase) from standard input")
-    p.add_argument("--end-to-end", action="store_true",
-                   help="the box keeps only the public key; the person reads with "
-                   "`letterbox fetch` or `letterbox bridge` using the key file")
-    p.add_argument("--key-file", type=Path, metavar="FILE",
-                   help="with --end-to-end: where to write the person's key file")
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password (or key-file passphrase) from standard input",
+    )
+    p.add_argument(
+        "--end-to-end",
+        action="store_true",
+        help="the box keeps only the public key; the person reads with "
+        "`letterbox fetch` or `letterbox bridge` using the key file",
+    )
+    p.add_argument(
+        "--key-file",
+        type=Path,
+        metavar="FILE",
+        help="with --end-to-end: where to write the person's key file",
+    )
     add(msub, "list", cmd_mailbox_list, "list mailboxes with quota, usage and message count")
-    p = add(msub, "passwd", cmd_mailbox_passwd, "set a new password (mail is not touched)",
-            "Set a new password, proving ownership with the current password or, with "
-            "--recovery-code-stdin, the recovery code.")
+    p = add(
+        msub,
+        "passwd",
+        cmd_mailbox_passwd,
+        "set a new password (mail is not touched)",
+        "Set a new password, proving ownership with the current password or, with "
+        "--recovery-code-stdin, the recovery code.",
+    )
     p.add_argument("address", metavar="ADDRESS")
-    p.add_argument("--password-stdin", action="store_true",
-                   help="read passwords from standard input, one per line")
-    p.add_argument("--recovery-code-stdin", action="store_true",
-                   help="read the recovery code from the first line of standard input")
-    p = add(msub, "recovery-reset", cmd_mailbox_recovery_reset,
-            "replace the recovery code (needs the password)")
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read passwords from standard input, one per line",
+    )
+    p.add_argument(
+        "--recovery-code-stdin",
+        action="store_true",
+        help="read the recovery code from the first line of standard input",
+    )
+    p = add(
+        msub,
+        "recovery-reset",
+        cmd_mailbox_recovery_reset,
+        "replace the recovery code (needs the password)",
+    )
     p.add_argument("address", metavar="ADDRESS")
-    p.add_argument("--password-stdin", action="store_true",
-                   help="read the password from the first line of standard input")
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input",
+    )
 
-    drive = sub.add_parser("drive", help="check and describe the drive",
-                           description="Inspect the drive that holds the mail.")
+    drive = sub.add_parser(
+        "drive",
+        help="check and describe the drive",
+        description="Inspect the drive that holds the mail.",
+    )
     dsub = drive.add_subparsers(dest="drive_command", required=True, metavar="ACTION")
     add(dsub, "check", cmd_drive_check, "verify every blob and index row; exit 1 on damage")
     add(dsub, "stats", cmd_drive_stats, "show usage, counts and free space")
 
-    p = add(sub, "fetch", cmd_fetch, "move an end-to-end mailbox's mail into a local Maildir",
-            "Download, verify and decrypt an end-to-end mailbox's mail into a Maildir on this "
-            "computer; each message is deleted on the box only once its copy here is on disk.")
-    p.add_argument("--key", type=Path, required=True, metavar="KEYFILE",
-                   help="the key file `mailbox add --end-to-end` wrote")
-    p.add_argument("--server", required=True, metavar="URL",
-                   help="the box's web address, e.g. http://letterbox.local")
-    p.add_argument("--to", type=Path, required=True, metavar="MAILDIR",
-                   help="the Maildir to deliver into (created if missing)")
-    p.add_argument("--passphrase-stdin", action="store_true",
-                   help="read the key file's passphrase from standard input")
+    p = add(
+        sub,
+        "fetch",
+        cmd_fetch,
+        "move an end-to-end mailbox's mail into a local Maildir",
+        "Download, verify and decrypt an end-to-end mailbox's mail into a Maildir on this "
+        "computer; each message is deleted on the box only once its copy here is on disk.",
+    )
+    p.add_argument(
+        "--key",
+        type=Path,
+        required=True,
+        metavar="KEYFILE",
+        help="the key file `mailbox add --end-to-end` wrote",
+    )
+    p.add_argument(
+        "--server",
+        required=True,
+        metavar="URL",
+        help="the box's web address, e.g. http://letterbox.local",
+    )
+    p.add_argument(
+        "--to",
+        type=Path,
+        required=True,
+        metavar="MAILDIR",
+        help="the Maildir to deliver into (created if missing)",
+    )
+    p.add_argument(
+        "--passphrase-stdin",
+        action="store_true",
+        help="read the key file's passphrase from standard input",
+    )
 
-    p = add(sub, "bridge", cmd_bridge, "serve an end-to-end mailbox as POP3 on 127.0.0.1",
-            "Serve an end-to-end mailbox to a desktop mail client as POP3 on 127.0.0.1, "
-            "verifying and decrypting on this computer. The client logs in with the mailbox "
-            "address and the key file's passphrase.")
-    p.add_argument("--key", type=Path, required=True, metavar="KEYFILE",
-                   help="the key file `mailbox add --end-to-end` wrote")
-    p.add_argument("--server", required=True, metavar="URL",
-                   help="the box's web address, e.g. http://letterbox.local")
-    p.add_argument("--port", type=int, default=11110,
-                   help="local POP3 port (default 11110; 0 picks a free one)")
+    p = add(
+        sub,
+        "bridge",
+        cmd_bridge,
+        "serve an end-to-end mailbox as POP3 on 127.0.0.1",
+        "Serve an end-to-end mailbox to a desktop mail client as POP3 on 127.0.0.1, "
+        "verifying and decrypting on this computer. The client logs in with the mailbox "
+        "address and the key file's passphrase.",
+    )
+    p.add_argument(
+        "--key",
+        type=Path,
+        required=True,
+        metavar="KEYFILE",
+        help="the key file `mailbox add --end-to-end` wrote",
+    )
+    p.add_argument(
+        "--server",
+        required=True,
+        metavar="URL",
+        help="the box's web address, e.g. http://letterbox.local",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=11110,
+        help="local POP3 port (default 11110; 0 picks a free one)",
+    )
     return parser
 
 

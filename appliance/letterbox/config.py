@@ -24,7 +24,11 @@ class Size(int):
     """A byte count written as `2G`, `64M`, `512K` or a plain number in a config file."""
 
     _UNITS: ClassVar[dict[str, int]] = {
-        "": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40,
+        "": 1,
+        "K": 1 << 10,
+        "M": 1 << 20,
+        "G": 1 << 30,
+        "T": 1 << 40,
     }
     _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
 

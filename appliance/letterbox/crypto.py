@@ -498,7 +498,9 @@ class Keyring:
             raise WrongPassword("this mailbox is end-to-end: the box holds no secret key")
         try:
             key = _password_key(
-                password, bytes.fromhex(str(slot["salt"])), int(slot["opslimit"]),
+                password,
+                bytes.fromhex(str(slot["salt"])),
+                int(slot["opslimit"]),
                 int(slot["memlimit"]),
             )
             return self._check(_unwrap(key, "password", self.mailbox_id, self.public_key, slot))  # type: ignore[arg-type]
@@ -622,8 +624,9 @@ class PersonalKey:
             if doc.get("v") != PERSONAL_KEY_VERSION:
                 raise KeyringError(f"personal key file version {doc.get('v')!r} is not supported")
             address, box_key = str(doc["address"]), bytes.fromhex(doc["box_verify_key"])
-            key = _password_key(passphrase, bytes.fromhex(doc["salt"]), int(doc["opslimit"]),
-                                int(doc["memlimit"]))
+            key = _password_key(
+                passphrase, bytes.fromhex(doc["salt"]), int(doc["opslimit"]), int(doc["memlimit"])
+            )
             ad = _PERSONAL_AD + address.encode() + b"\x00" + box_key
             nonce, ct = bytes.fromhex(doc["nonce"]), bytes.fromhex(doc["ciphertext"])
         except KeyringError:
@@ -665,8 +668,7 @@ def verify_ack(
     drive API needs no nonce for it; a stolen session token alone deletes nothing.
     """
     try:
-        VerifyKey(identity_key).verify(_api_ack_bytes(address, delivery_id, cipher_hash),
-                                       signature)
+        VerifyKey(identity_key).verify(_api_ack_bytes(address, delivery_id, cipher_hash), signature)
         return True
     except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
         return False

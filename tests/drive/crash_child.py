@@ -57,15 +57,18 @@ def writer(drive: Drive, address: str, mailbox_id: str, first_seed: int) -> None
 def main() -> None:
     data_dir, address, seed, sync = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
     drive = Drive.open(
-        data_dir / "drive", BoxKeys.load_or_create(data_dir),
-        settings=DriveSettings(reserve=Size(0), sync=sync), limits=FAST_ARGON2,
+        data_dir / "drive",
+        BoxKeys.load_or_create(data_dir),
+        settings=DriveSettings(reserve=Size(0), sync=sync),
+        limits=FAST_ARGON2,
     )
     mailbox = drive.find_mailbox(address)
     assert mailbox is not None
     say("ready")
     threads = [
-        threading.Thread(target=writer, args=(drive, address, mailbox.id, seed + i * 1_000_000),
-                         daemon=True)
+        threading.Thread(
+            target=writer, args=(drive, address, mailbox.id, seed + i * 1_000_000), daemon=True
+        )
         for i in range(3)
     ]
     for t in threads:

@@ -19,28 +19,38 @@ from tests.helpers import FAST_ARGON2, PASSWORD, message
 
 
 def populated(data_dir: Path) -> tuple[str, list[str]]:
-    with Drive.open(data_dir / "drive", BoxKeys.load_or_create(data_dir),
-                    limits=FAST_ARGON2) as drive:
+    with Drive.open(
+        data_dir / "drive", BoxKeys.load_or_create(data_dir), limits=FAST_ARGON2
+    ) as drive:
         mailbox, _ = drive.create_mailbox("a@example.org", quota=1 << 30, password=PASSWORD)
-        ids = [drive.deliver("x@example.net", [mailbox.address], message(n, 100_000))[0]
-               for n in range(3)]
+        ids = [
+            drive.deliver("x@example.net", [mailbox.address], message(n, 100_000))[0]
+            for n in range(3)
+        ]
     return mailbox.id, ids
 
 
 def reopen(data_dir: Path, keys: BoxKeys | None = None) -> Drive:
-    return Drive.open(data_dir / "drive", keys or BoxKeys.load_or_create(data_dir),
-                      limits=FAST_ARGON2)
+    return Drive.open(
+        data_dir / "drive", keys or BoxKeys.load_or_create(data_dir), limits=FAST_ARGON2
+    )
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes()
-            for p in root.rglob("*") if p.is_file() and "index.sqlite3" not in p.name}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and "index.sqlite3" not in p.name
+    }
 
 
 def cli(data_dir: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "letterbox.cli", "--data", str(data_dir), *args],
-        input=stdin, capture_output=True, text=True, timeout=60,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -97,8 +107,10 @@ def test_altered_or_swapped_blobs_and_metadata_are_refused(data_dir: Path) -> No
     p1.write_bytes(d0)
     # Swap two sealed metadata records in the index.
     conn = sqlite3.connect(data_dir / "drive/letterbox/index.sqlite3")
-    m1, m2 = (conn.execute("SELECT meta FROM deliveries WHERE id = ?", (i,)).fetchone()[0]
-              for i in ids[1:])
+    m1, m2 = (
+        conn.execute("SELECT meta FROM deliveries WHERE id = ?", (i,)).fetchone()[0]
+        for i in ids[1:]
+    )
     conn.execute("UPDATE deliveries SET meta = ? WHERE id = ?", (m2, ids[1]))
     conn.execute("UPDATE deliveries SET meta = ? WHERE id = ?", (m1, ids[2]))
     conn.commit()
@@ -164,8 +176,14 @@ def test_wrong_password_and_recovery_code(data_dir: Path) -> None:
             drive.recover_key(mailbox_id, "0000-0000-0000-0000-0000-0000-0000-0000")
         with pytest.raises(WrongRecoveryCode, match="32 letters"):
             drive.recover_key(mailbox_id, "too short")
-    result = cli(data_dir, "mailbox", "passwd", "a@example.org", "--password-stdin",
-                 stdin="wrong\nnew password\n")
+    result = cli(
+        data_dir,
+        "mailbox",
+        "passwd",
+        "a@example.org",
+        "--password-stdin",
+        stdin="wrong\nnew password\n",
+    )
     assert result.returncode == 1 and "wrong password" in result.stderr
     with reopen(data_dir) as drive:  # nothing changed
         drive.unlock(mailbox_id, PASSWORD)

@@ -13,13 +13,15 @@ from tests.helpers import message
 
 def test_end_to_end_mailbox_round_trip(drive: Drive) -> None:
     person = crypto.PersonalKey.generate()
-    mailbox, code = drive.create_mailbox("e2e@example.org", quota=1 << 20,
-                                         identity_key=person.identity_key)
+    mailbox, code = drive.create_mailbox(
+        "e2e@example.org", quota=1 << 20, identity_key=person.identity_key
+    )
     assert code is None and mailbox.end_to_end and mailbox.auth_key == person.identity_key
     with pytest.raises(crypto.WrongPassword, match="end-to-end"):
         drive.unlock(mailbox.id, "any password")
-    ids = [drive.deliver("x@example.net", [mailbox.address], message(n, 70_000))[0]
-           for n in range(3)]
+    ids = [
+        drive.deliver("x@example.net", [mailbox.address], message(n, 70_000))[0] for n in range(3)
+    ]
     listed = drive.list_sealed(mailbox.id)
     assert [s.id for s in listed] == ids
     for n, sealed in enumerate(listed):
@@ -28,8 +30,11 @@ def test_end_to_end_mailbox_round_trip(drive: Drive) -> None:
         assert (meta.delivery_id, meta.blob_id) == (sealed.id, sealed.blob_id)
         with drive.open_ciphertext(mailbox.id, sealed.id) as fh:
             blob = fh.read()
-        plain = b"".join(crypto.read_blob(io.BytesIO(blob), meta.blob_key, meta.blob_id,
-                                          expected_hash=sealed.cipher_hash))
+        plain = b"".join(
+            crypto.read_blob(
+                io.BytesIO(blob), meta.blob_key, meta.blob_id, expected_hash=sealed.cipher_hash
+            )
+        )
         assert plain == message(n, 70_000)
     # Acknowledging needs the right hash; a wrong one deletes nothing.
     assert drive.acknowledge(mailbox.id, ids[0], b"\0" * 32) is False

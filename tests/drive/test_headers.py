@@ -13,13 +13,18 @@ def sniff(*pieces: bytes) -> dict[str, str]:
 
 
 def test_folded_encoded_and_repeated_fields() -> None:
-    raw = (b"Received: from x\r\nFROM: =?utf-8?q?J=C3=B6rg?= <j@example.net>\r\n"
-           b"Subject: a folded\r\n\tsubject line\r\nsubject: a second one\r\n"
-           b"Message-ID: <id@example.net>\r\nX-Other: no\r\n\r\nSubject: body, not header\r\n")
+    raw = (
+        b"Received: from x\r\nFROM: =?utf-8?q?J=C3=B6rg?= <j@example.net>\r\n"
+        b"Subject: a folded\r\n\tsubject line\r\nsubject: a second one\r\n"
+        b"Message-ID: <id@example.net>\r\nX-Other: no\r\n\r\nSubject: body, not header\r\n"
+    )
     # Split at awkward places: the separator itself straddles two writes.
     got = sniff(raw[:40], raw[40:-30], raw[-30:])
-    assert got == {"From": "Jörg <j@example.net>", "Subject": "a folded subject line",
-                   "Message-ID": "<id@example.net>"}
+    assert got == {
+        "From": "Jörg <j@example.net>",
+        "Subject": "a folded subject line",
+        "Message-ID": "<id@example.net>",
+    }
 
 
 def test_bare_lf_messages_and_garbage_do_not_break_it() -> None:

@@ -41,8 +41,9 @@ def test_no_plaintext_reaches_the_drive(open_drive, data_dir: Path) -> None:  # 
     anna, _ = drive.create_mailbox(
         "marguerite.okonkwo@zebrafinch-household.example", quota=60_000, password=PASSWORD
     )
-    ben, _ = drive.create_mailbox("ben@zebrafinch-household.example", quota=1 << 30,
-                                  password=PASSWORD)
+    ben, _ = drive.create_mailbox(
+        "ben@zebrafinch-household.example", quota=1 << 30, password=PASSWORD
+    )
     for n in range(12):
         msg = (
             "From: Quartermaster Vole <quartermaster-vole@sender.example>\r\n"
@@ -50,7 +51,8 @@ def test_no_plaintext_reaches_the_drive(open_drive, data_dir: Path) -> None:  # 
             f"Subject: Subject line about the pelican budget {n}\r\n"
             "Message-ID: <unique-message-id-8675309@sender.example>\r\n\r\n"
             "The vault combination is 31-41-59\r\nGrüße vom Überlinger Seeufer\r\n"
-            + "padding line\r\n" * 400
+            + "padding line\r\n"
+            * 400
         ).encode()
         drive.deliver("quartermaster-vole@sender.example", [anna.address, ben.address], msg)
     # Evictions happened (and a notice naming the address was written, encrypted).

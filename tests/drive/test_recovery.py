@@ -23,8 +23,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def open_drive(data_dir: Path) -> Drive:
-    return Drive.open(data_dir / "drive", BoxKeys.load_or_create(data_dir),
-                      settings=DriveSettings(reserve=Size(0)), limits=FAST_ARGON2)
+    return Drive.open(
+        data_dir / "drive",
+        BoxKeys.load_or_create(data_dir),
+        settings=DriveSettings(reserve=Size(0)),
+        limits=FAST_ARGON2,
+    )
 
 
 @pytest.mark.slow
@@ -40,9 +44,18 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path, sy
     recoveries = 0
     for round_no in range(15):
         child = subprocess.Popen(
-            [sys.executable, "-m", "tests.drive.crash_child", str(data_dir), mailbox.address,
-             str(round_no * 10_000_000), sync],
-            cwd=REPO, stdout=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "tests.drive.crash_child",
+                str(data_dir),
+                mailbox.address,
+                str(round_no * 10_000_000),
+                sync,
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "ready"

@@ -23,8 +23,10 @@ STORED = blob_stored_size(MSG)
 
 
 def fill(drive: Drive, address: str, count: int, start: int = 0) -> list[str]:
-    return [drive.deliver("x@example.net", [address], message(n, MSG))[0]
-            for n in range(start, start + count)]
+    return [
+        drive.deliver("x@example.net", [address], message(n, MSG))[0]
+        for n in range(start, start + count)
+    ]
 
 
 def kinds(drive: Drive, mailbox_id: str) -> list[str]:
@@ -67,8 +69,11 @@ def test_one_unread_notice_covers_all_evictions(drive: Drive) -> None:
     fill(drive, mailbox.address, 6)
     fill(drive, mailbox.address, 5, start=6)
     secret = drive.unlock(mailbox.id, PASSWORD)
-    notices = [d for d in drive.list(mailbox.id)
-               if drive.open_message(mailbox.id, d.id, secret).meta.kind == "notice"]
+    notices = [
+        d
+        for d in drive.list(mailbox.id)
+        if drive.open_message(mailbox.id, d.id, secret).meta.kind == "notice"
+    ]
     assert len(notices) == 1
     text = drive.open_message(mailbox.id, notices[0].id, secret).read().decode()
     total = len(drive.evictions(mailbox.id))
@@ -78,8 +83,11 @@ def test_one_unread_notice_covers_all_evictions(drive: Drive) -> None:
     # Once read, the next eviction brings a fresh notice.
     drive.mark_retrieved(mailbox.id, [notices[0].id])
     fill(drive, mailbox.address, 1, start=20)
-    after = [d for d in drive.list(mailbox.id)
-             if drive.open_message(mailbox.id, d.id, secret).meta.kind == "notice"]
+    after = [
+        d
+        for d in drive.list(mailbox.id)
+        if drive.open_message(mailbox.id, d.id, secret).meta.kind == "notice"
+    ]
     assert len(after) == 1  # the read one was evicted first (retrieved goes first)
     assert after[0].id != notices[0].id and not after[0].retrieved
     text = drive.open_message(mailbox.id, after[0].id, secret).read().decode()
@@ -199,8 +207,7 @@ def test_reserve_evicts_then_refuses_when_nothing_is_left(tmp_path: Path) -> Non
 def test_disk_full_while_streaming_is_a_temporary_refusal(tmp_path: Path) -> None:
     keys = BoxKeys.load_or_create(tmp_path / "data")
     with small_filesystem(tmp_path / "usb", "4m") as root:
-        drive = Drive.open(root, keys, settings=DriveSettings(reserve=Size(0)),
-                           limits=FAST_ARGON2)
+        drive = Drive.open(root, keys, settings=DriveSettings(reserve=Size(0)), limits=FAST_ARGON2)
         try:
             a, _ = drive.create_mailbox("a@example.org", quota=1 << 30, password=PASSWORD)
             delivery = drive.begin("x@example.net")

@@ -23,9 +23,16 @@ from tests.integration.harness import Run, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSPHRASE = "a passphrase for the key file"
-ADDRESSES = ("crash@example.org", "tamper@example.org", "forged@example.org",
-             "flags@example.org", "lock@example.org", "bridge@example.org",
-             "bridge2@example.org", "bridge3@example.org")
+ADDRESSES = (
+    "crash@example.org",
+    "tamper@example.org",
+    "forged@example.org",
+    "flags@example.org",
+    "lock@example.org",
+    "bridge@example.org",
+    "bridge2@example.org",
+    "bridge3@example.org",
+)
 
 
 @dataclass
@@ -56,29 +63,75 @@ class E2EBox:
 
         return asyncio.run(listing())
 
-    def fetch(self, address: str, maildir: Path, *, crash: str | None = None,
-              passphrase: str = PASSPHRASE, url: str | None = None
-              ) -> subprocess.CompletedProcess[str]:
+    def fetch(
+        self,
+        address: str,
+        maildir: Path,
+        *,
+        crash: str | None = None,
+        passphrase: str = PASSPHRASE,
+        url: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """`letterbox fetch` as a process; with `crash="STEP:N"`, it SIGKILLs itself there."""
         env = dict(os.environ)
         if crash:
             env["LBX_CRASH_AT"] = crash
-            cmd = [sys.executable, "-m", "tests.e2e.fetch_child", str(self.keys[address]),
-                   url or self.url, str(maildir)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "tests.e2e.fetch_child",
+                str(self.keys[address]),
+                url or self.url,
+                str(maildir),
+            ]
         else:
-            cmd = [sys.executable, "-m", "letterbox.cli", "fetch", "--key",
-                   str(self.keys[address]), "--server", url or self.url, "--to", str(maildir),
-                   "--passphrase-stdin"]
-        return subprocess.run(cmd, input=passphrase + "\n", capture_output=True, text=True,
-                              timeout=120, env=env, cwd=ROOT)
+            cmd = [
+                sys.executable,
+                "-m",
+                "letterbox.cli",
+                "fetch",
+                "--key",
+                str(self.keys[address]),
+                "--server",
+                url or self.url,
+                "--to",
+                str(maildir),
+                "--passphrase-stdin",
+            ]
+        return subprocess.run(
+            cmd,
+            input=passphrase + "\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            cwd=ROOT,
+        )
 
 
 def make_e2e_mailbox(data: Path, config: Path, address: str, key_file: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "letterbox.cli", "--data", str(data), "--config", str(config),
-         "mailbox", "add", address, "--end-to-end", "--key-file", str(key_file),
-         "--password-stdin"],
-        input=PASSPHRASE + "\n", capture_output=True, text=True, timeout=60, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "letterbox.cli",
+            "--data",
+            str(data),
+            "--config",
+            str(config),
+            "mailbox",
+            "add",
+            address,
+            "--end-to-end",
+            "--key-file",
+            str(key_file),
+            "--password-stdin",
+        ],
+        input=PASSPHRASE + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
     assert "end-to-end" in done.stdout

@@ -29,8 +29,7 @@ def main() -> int:
                 os.kill(os.getpid(), signal.SIGKILL)
 
     key, url, maildir = sys.argv[1:4]
-    return fetch.run(Path(key), url, Path(maildir), passphrase_stdin=True,
-                     checkpoint=checkpoint)
+    return fetch.run(Path(key), url, Path(maildir), passphrase_stdin=True, checkpoint=checkpoint)
 
 
 if __name__ == "__main__":

@@ -35,15 +35,18 @@ SIGKILLED = -9
 
 
 def body(tag: str, n: int, size: int) -> bytes:
-    head = (f"From: sender@example.net\r\nTo: someone@example.org\r\n"
-            f"Subject: {tag} {n}\r\nMessage-ID: <{tag}.{n}@example.net>\r\n\r\n").encode()
+    head = (
+        f"From: sender@example.net\r\nTo: someone@example.org\r\n"
+        f"Subject: {tag} {n}\r\nMessage-ID: <{tag}.{n}@example.net>\r\n\r\n"
+    ).encode()
     line = f"{tag} line of message {n} ".encode().ljust(76, b".") + b"\r\n"
     return head + line * max(1, (size - len(head)) // len(line))
 
 
 def maildir_files(maildir: Path) -> list[Path]:
-    return sorted(p for d in ("new", "cur") if (maildir / d).is_dir()
-                  for p in (maildir / d).iterdir())
+    return sorted(
+        p for d in ("new", "cur") if (maildir / d).is_dir() for p in (maildir / d).iterdir()
+    )
 
 
 def contents(maildir: Path) -> list[bytes]:
@@ -196,8 +199,9 @@ def test_forged_or_swapped_metadata_is_refused_loudly_and_not_acknowledged(
         index.execute("UPDATE deliveries SET meta = ? WHERE id = ?", (forged, listed[1].id))
         index.execute("UPDATE deliveries SET meta = ? WHERE id = ?", (swapped, listed[2].id))
         # 3: the box's listing names another hash than the signed record.
-        index.execute("UPDATE blobs SET cipher_hash = ? WHERE id = ?",
-                      (b"\x05" * 32, listed[3].blob_id))
+        index.execute(
+            "UPDATE blobs SET cipher_hash = ? WHERE id = ?", (b"\x05" * 32, listed[3].blob_id)
+        )
     index.close()
 
     maildir = tmp_path / "Maildir"
@@ -262,9 +266,14 @@ def test_a_message_removed_by_the_box_mid_fetch_is_skipped_not_fatal(
 
         async def go() -> fetch.Report:
             async with DriveClient(box.url, person.key, person.address) as client:
-                return await fetch.fetch_mailbox(client, person.key, drive.keys.verify_key,
-                                                 fetch.Maildir(tmp_path / "M"),
-                                                 checkpoint=checkpoint, say=said.append)
+                return await fetch.fetch_mailbox(
+                    client,
+                    person.key,
+                    drive.keys.verify_key,
+                    fetch.Maildir(tmp_path / "M"),
+                    checkpoint=checkpoint,
+                    say=said.append,
+                )
 
         said: list[str] = []
         report = asyncio.run(go())

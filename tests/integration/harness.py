@@ -58,9 +58,20 @@ class Run:
         self.pop3s_port = int(settings.get("pop3", {}).get("tls_port", 0))
         self.web_port = int(settings.get("web", {}).get("port", 0))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "letterbox.cli", "--data", str(data), "--config", str(config),
-             "run", "--dev"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "letterbox.cli",
+                "--data",
+                str(data),
+                "--config",
+                str(config),
+                "run",
+                "--dev",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.out = ""
         self._err_lines: list[str] = []
@@ -105,10 +116,10 @@ class Run:
 
 
 def read_mailbox(data: Path, password: str, address: str = SAMPLE) -> list[bytes]:
-    with Drive.open(data / "drive", BoxKeys.load_or_create(data), limits=Argon2Limits(1, 8192),
-                    create=False) as drive:
+    with Drive.open(
+        data / "drive", BoxKeys.load_or_create(data), limits=Argon2Limits(1, 8192), create=False
+    ) as drive:
         mailbox = drive.find_mailbox(address)
         assert mailbox is not None
         secret = drive.unlock(mailbox.id, password)
-        return [drive.open_message(mailbox.id, d.id, secret).read()
-                for d in drive.list(mailbox.id)]
+        return [drive.open_message(mailbox.id, d.id, secret).read() for d in drive.list(mailbox.id)]

@@ -44,8 +44,7 @@ def run(tmp_path: Path) -> Iterator[Run]:
 
 @pytest.fixture(autouse=True)
 def _local_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
-                "ALL_PROXY"):
+    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -57,8 +56,9 @@ def send(run: Run, *messages: bytes) -> None:
 
 def pop(run: Run, password: str | None = None, *, tls: str = "stls") -> poplib.POP3:
     if tls == "implicit":
-        p: poplib.POP3 = poplib.POP3_SSL("127.0.0.1", run.pop3s_port, context=unverified_tls(),
-                                         timeout=30)
+        p: poplib.POP3 = poplib.POP3_SSL(
+            "127.0.0.1", run.pop3s_port, context=unverified_tls(), timeout=30
+        )
     else:
         p = poplib.POP3("127.0.0.1", run.pop3_port, timeout=30)
         if tls == "stls":
@@ -73,14 +73,26 @@ def retr_all(p: poplib.POP3) -> list[bytes]:
     return [b"".join(line + b"\r\n" for line in p.retr(i)[1]) for i in range(1, count + 1)]
 
 
-def curl(run: Run, path: str = "/", *args: str, password: str | None = None,
-         scheme: str = "pop3") -> subprocess.CompletedProcess[bytes]:
+def curl(
+    run: Run, path: str = "/", *args: str, password: str | None = None, scheme: str = "pop3"
+) -> subprocess.CompletedProcess[bytes]:
     assert shutil.which("curl"), "curl is installed by `make test` (scripts/apt-ensure)"
     port = run.pop3s_port if scheme == "pop3s" else run.pop3_port
     return subprocess.run(
-        ["curl", "-s", "-S", "-k", "--max-time", "60", "-u",
-         f"{SAMPLE}:{password or run.password()}", *args, f"{scheme}://127.0.0.1:{port}{path}"],
-        capture_output=True, timeout=90,
+        [
+            "curl",
+            "-s",
+            "-S",
+            "-k",
+            "--max-time",
+            "60",
+            "-u",
+            f"{SAMPLE}:{password or run.password()}",
+            *args,
+            f"{scheme}://127.0.0.1:{port}{path}",
+        ],
+        capture_output=True,
+        timeout=90,
     )
 
 
@@ -127,8 +139,7 @@ def test_what_smtp_stored_pop3_serves_byte_identical(run: Run, tmp_path: Path):
             assert got.returncode == 0, got.stderr
             assert got.stdout == m, (scheme, extra, i)
     listing = curl(run, "/")
-    assert listing.stdout == b"".join(f"{i} {len(m)}\r\n".encode()
-                                      for i, m in enumerate(stored, 1))
+    assert listing.stdout == b"".join(f"{i} {len(m)}\r\n".encode() for i, m in enumerate(stored, 1))
 
     assert run.stop() == 0
     assert read_mailbox(run.data, run.password()) == stored  # reading deleted nothing
@@ -136,8 +147,9 @@ def test_what_smtp_stored_pop3_serves_byte_identical(run: Run, tmp_path: Path):
 
 
 def test_capa_expire_follows_the_retention_setting(tmp_path: Path):
-    r = Run(tmp_path / "data", write_config(tmp_path / "letterbox.toml",
-                                            "[drive]\nkeep_days = 30\n"))
+    r = Run(
+        tmp_path / "data", write_config(tmp_path / "letterbox.toml", "[drive]\nkeep_days = 30\n")
+    )
     try:
         p = poplib.POP3("127.0.0.1", r.pop3_port)
         assert p.capa()["EXPIRE"] == ["30"]
@@ -163,8 +175,9 @@ def mpoprc(run: Run, path: Path, maildir: Path, *, keep: bool, starttls: bool = 
 
 def mpop(rc: Path) -> subprocess.CompletedProcess[str]:
     assert shutil.which("mpop"), "mpop is installed by `make test` (scripts/apt-ensure)"
-    return subprocess.run(["mpop", "-C", str(rc), "-q"], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        ["mpop", "-C", str(rc), "-q"], capture_output=True, text=True, timeout=120
+    )
 
 
 def maildir_messages(maildir: Path) -> list[bytes]:
@@ -184,8 +197,9 @@ def test_mpop_retrieves_and_deletes(run: Run, tmp_path: Path):
     assert pop(run).stat()[0] == len(stored)
 
     # keep off: mpop deletes what it fetched, at its QUIT; this time over POP3S
-    fetched = mpop(mpoprc(run, tmp_path / "fetch.rc", tmp_path / "fetched", keep=False,
-                          starttls=False))
+    fetched = mpop(
+        mpoprc(run, tmp_path / "fetch.rc", tmp_path / "fetched", keep=False, starttls=False)
+    )
     assert fetched.returncode == 0, fetched.stderr
     assert sorted(maildir_messages(tmp_path / "fetched")) == sorted(lf(m) for m in stored)
     assert pop(run).stat() == (0, 0)
@@ -208,9 +222,13 @@ def test_fetchmail_retrieves_over_stls(run: Run, tmp_path: Path):
     )
     rc.chmod(0o600)
     env = {**os.environ, "HOME": str(tmp_path), "FETCHMAILHOME": str(tmp_path)}
-    got = subprocess.run(["fetchmail", "-f", str(rc), "--nodetach", "-v", "-i",
-                          str(tmp_path / "fetchids")],
-                         capture_output=True, text=True, timeout=120, env=env)
+    got = subprocess.run(
+        ["fetchmail", "-f", str(rc), "--nodetach", "-v", "-i", str(tmp_path / "fetchids")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert got.returncode == 0, got.stdout + got.stderr
     assert "STLS" in got.stdout + got.stderr
     fetched = [drop_first_received(f.read_bytes()) for f in out.iterdir()]
@@ -242,8 +260,9 @@ def test_deletions_happen_at_quit_only(run: Run):
 
 
 def test_wrong_passwords_and_the_rate_limit(tmp_path: Path):
-    config = write_config(tmp_path / "letterbox.toml",
-                          pop3="failed_login_delay = 1\nmax_failed_logins = 3\n")
+    config = write_config(
+        tmp_path / "letterbox.toml", pop3="failed_login_delay = 1\nmax_failed_logins = 3\n"
+    )
     r = Run(tmp_path / "data", config)
     try:
         for user in (SAMPLE, "nobody@letterbox.test"):
@@ -291,10 +310,26 @@ def test_one_session_per_mailbox_and_concurrent_readers(run: Run):
 def test_an_end_to_end_mailbox_is_refused_with_directions(run: Run, tmp_path: Path):
     assert run.stop() == 0
     added = subprocess.run(
-        [sys.executable, "-m", "letterbox.cli", "--data", str(run.data), "--config",
-         str(run.config), "mailbox", "add", "carol@letterbox.test", "--end-to-end",
-         "--key-file", str(tmp_path / "carol.key"), "--password-stdin"],
-        input="key file passphrase\n", capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "letterbox.cli",
+            "--data",
+            str(run.data),
+            "--config",
+            str(run.config),
+            "mailbox",
+            "add",
+            "carol@letterbox.test",
+            "--end-to-end",
+            "--key-file",
+            str(tmp_path / "carol.key"),
+            "--password-stdin",
+        ],
+        input="key file passphrase\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert added.returncode == 0, added.stderr
     again = Run(run.data, run.config)
@@ -321,7 +356,8 @@ def test_without_a_drive_logins_get_sys_temp(tmp_path: Path):
         with pytest.raises(poplib.error_proto) as exc:
             p.pass_("whatever")
         assert exc.value.args[0] == (
-            b"-ERR [SYS/TEMP] The mail drive is not available; try again later")
+            b"-ERR [SYS/TEMP] The mail drive is not available; try again later"
+        )
     finally:
         assert r.stop() == 0
 
@@ -333,7 +369,8 @@ def test_sigterm_ends_a_waiting_session_without_deleting(run: Run):
     run.proc.send_signal(signal.SIGTERM)
     # The box says why it closes (a client reads it as the answer to its next command).
     assert p.file.readline() == (
-        b"-ERR [SYS/TEMP] Letterbox is shutting down; try again shortly\r\n")
+        b"-ERR [SYS/TEMP] Letterbox is shutting down; try again shortly\r\n"
+    )
     assert p.file.readline() == b""
     assert run.proc.wait(30) == 0
     assert len(read_mailbox(run.data, run.password())) == 1
@@ -386,9 +423,11 @@ def test_a_25_mb_retr_streams_fast_in_flat_memory(run: Run):
         done.set()
         sampler.join()
     growth = peak - idle
-    print(f"RETR of {stored_size} octets in {elapsed:.2f} s "
-          f"({stored_size / elapsed / 1e6:.0f} MB/s); RSS idle {idle} KiB, peak {peak} KiB, "
-          f"growth {growth} KiB")
+    print(
+        f"RETR of {stored_size} octets in {elapsed:.2f} s "
+        f"({stored_size / elapsed / 1e6:.0f} MB/s); RSS idle {idle} KiB, peak {peak} KiB, "
+        f"growth {growth} KiB"
+    )
     assert received == stored_size
     assert growth <= 8 * 1024, f"server RSS grew by {growth} KiB during a 25 MB RETR"
     assert run.stop() == 0

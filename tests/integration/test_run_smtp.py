@@ -37,9 +37,19 @@ def run(tmp_path: Path) -> Iterator[Run]:
 def swaks(port: int, *args: str) -> subprocess.CompletedProcess[str]:
     assert shutil.which("swaks"), "swaks is installed by `make test` (scripts/apt-ensure swaks)"
     return subprocess.run(
-        ["swaks", "--server", f"127.0.0.1:{port}", "--from", "me@example.org",
-         "--helo", "client.example", *args],
-        capture_output=True, text=True, timeout=60,
+        [
+            "swaks",
+            "--server",
+            f"127.0.0.1:{port}",
+            "--from",
+            "me@example.org",
+            "--helo",
+            "client.example",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -73,8 +83,17 @@ def test_smtplib_and_swaks_deliver_into_the_drive(run: Run, tmp_path: Path):
     assert "TLS started" in tls.stdout
     piped = swaks(run.port, "--to", SAMPLE, "--pipeline", "--data", f"@{body}")
     assert piped.returncode == 0, piped.stdout + piped.stderr
-    utf8 = swaks(run.port, "--to", SAMPLE, "--from", "jürgen@example.org",
-                 "--data", f"@{body}", "--protocol", "ESMTP")
+    utf8 = swaks(
+        run.port,
+        "--to",
+        SAMPLE,
+        "--from",
+        "jürgen@example.org",
+        "--data",
+        f"@{body}",
+        "--protocol",
+        "ESMTP",
+    )
     assert "553 5.6.7" in utf8.stdout  # swaks sends no SMTPUTF8 parameter
 
     unknown = swaks(run.port, "--to", "nobody@letterbox.test")
@@ -179,9 +198,20 @@ def test_a_25_mb_message_streams_in_bounded_memory(run: Run):
 
 def test_the_port_in_use_is_a_clear_error(run: Run, tmp_path: Path):
     other = subprocess.run(
-        [sys.executable, "-m", "letterbox.cli", "--data", str(tmp_path / "other"),
-         "--config", str(run.config), "run", "--dev"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "letterbox.cli",
+            "--data",
+            str(tmp_path / "other"),
+            "--config",
+            str(run.config),
+            "run",
+            "--dev",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert other.returncode == 1
     assert "cannot start" in other.stderr and "address already in use" in other.stderr.lower()

@@ -40,33 +40,52 @@ def mail(n: int, body: bytes = b"") -> bytes:
 class Pop3Box:
     """A running POP3 listener and the drive behind it."""
 
-    def __init__(self, root: Path, *, plaintext: str = "always", tls: bool = True,
-                 failure_delay: float = 0.0, max_failures: int = 10, timeout: float = 30,
-                 max_connections_per_address: int = 20, max_bad_commands: int = 10,
-                 expire: str = "NEVER") -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        plaintext: str = "always",
+        tls: bool = True,
+        failure_delay: float = 0.0,
+        max_failures: int = 10,
+        timeout: float = 30,
+        max_connections_per_address: int = 20,
+        max_bad_commands: int = 10,
+        expire: str = "NEVER",
+    ) -> None:
         self.root = root
-        self.drive: Drive | None = Drive.open(root / "drive", BoxKeys.load_or_create(root),
-                                              limits=CHEAP, hostname="box.home.test")
+        self.drive: Drive | None = Drive.open(
+            root / "drive", BoxKeys.load_or_create(root), limits=CHEAP, hostname="box.home.test"
+        )
         self.mailboxes: dict[str, str] = {}
         for address in (ALICE, BOB):
             info, _ = self.drive.create_mailbox(address, quota=1 << 30, password=PASSWORD)
             self.mailboxes[address] = info.id
-        info, _ = self.drive.create_mailbox(CAROL, quota=1 << 30,
-                                            identity_key=PersonalKey.generate().identity_key)
+        info, _ = self.drive.create_mailbox(
+            CAROL, quota=1 << 30, identity_key=PersonalKey.generate().identity_key
+        )
         self.mailboxes[CAROL] = info.id
         self.tls_context = box_context(root, "box.home.test") if tls else None
         self.limiter = FailureLimiter(max_failures=max_failures, window=60)
-        self.auth = DriveAuthenticator(lambda: self.drive, failure_delay=failure_delay,
-                                       limiter=self.limiter)
+        self.auth = DriveAuthenticator(
+            lambda: self.drive, failure_delay=failure_delay, limiter=self.limiter
+        )
         self.options = SessionOptions(
-            authenticator=self.auth, hostname="box.home.test", tls_context=self.tls_context,
-            expire=expire, timeout=timeout, max_bad_commands=max_bad_commands,
+            authenticator=self.auth,
+            hostname="box.home.test",
+            tls_context=self.tls_context,
+            expire=expire,
+            timeout=timeout,
+            max_bad_commands=max_bad_commands,
         )
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         self.listener = Pop3Listener(
-            self.options, host="127.0.0.1", port=0, tls_port=0 if tls else None,
+            self.options,
+            host="127.0.0.1",
+            port=0,
+            tls_port=0 if tls else None,
             plaintext=plaintext,  # type: ignore[arg-type]
             max_connections_per_address=max_connections_per_address,
         )

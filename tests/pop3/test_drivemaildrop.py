@@ -51,8 +51,7 @@ async def _read(maildrop, uid: str) -> bytes:  # type: ignore[no-untyped-def]
 
 
 def test_login_lists_reads_and_deletes(drive: Drive, mailbox: str):
-    ids = [drive.deliver("s@example.net", [ADDRESS], message(i, 200_000 * i))[0]
-           for i in range(3)]
+    ids = [drive.deliver("s@example.net", [ADDRESS], message(i, 200_000 * i))[0] for i in range(3)]
 
     async def go() -> None:
         auth = DriveAuthenticator(lambda: drive, failure_delay=0)
@@ -88,14 +87,19 @@ def test_a_read_stopped_early_closes_cleanly(drive: Drive, mailbox: str):
 
 
 def test_refusals(drive: Drive, mailbox: str):
-    drive.create_mailbox("e2e@example.org", quota=1 << 20,
-                         identity_key=PersonalKey.generate().identity_key)
+    drive.create_mailbox(
+        "e2e@example.org", quota=1 << 20, identity_key=PersonalKey.generate().identity_key
+    )
     state: dict[str, Drive | None] = {"drive": drive}
 
     async def go() -> None:
         auth = DriveAuthenticator(lambda: state["drive"], failure_delay=0)
-        for user, password in ((ADDRESS, "wrong"), ("nobody@example.org", PASSWORD),
-                               ("", ""), ("no address", PASSWORD)):
+        for user, password in (
+            (ADDRESS, "wrong"),
+            ("nobody@example.org", PASSWORD),
+            ("", ""),
+            ("no address", PASSWORD),
+        ):
             with pytest.raises(LoginRefused):
                 await auth.login(user, password, "192.0.2.1")
         with pytest.raises(EndToEndOnly):

@@ -141,8 +141,10 @@ def test_is_loopback(peer: object, loopback: bool):
 def test_only_an_implicit_tls_port(box: Pop3Box):
     async def start() -> Pop3Listener:
         listener = Pop3Listener(
-            SessionOptions(box.auth, tls_context=box.tls_context), host="127.0.0.1",
-            port=None, tls_port=0,
+            SessionOptions(box.auth, tls_context=box.tls_context),
+            host="127.0.0.1",
+            port=None,
+            tls_port=0,
         )
         bound = await listener.start()
         assert [b[2] for b in bound] == [True]

@@ -12,8 +12,16 @@ from letterbox.pop3.replies import Reply
 TABLE = {name: value for name, value in vars(R).items() if isinstance(value, Reply)}
 # RFC 2449 §8.1.2 (IN-USE, LOGIN-DELAY), RFC 3206 (SYS/TEMP, SYS/PERM, AUTH).
 KNOWN_CODES = {"", "IN-USE", "LOGIN-DELAY", "SYS/TEMP", "SYS/PERM", "AUTH"}
-SAMPLE_FIELDS = {"host": "letterbox.local", "count": 12345, "octets": 987654321, "n": 99999,
-                 "size": 26214400, "uid": "0" * 32, "deleted": 3, "usage": "TOP msg lines"}
+SAMPLE_FIELDS = {
+    "host": "letterbox.local",
+    "count": 12345,
+    "octets": 987654321,
+    "n": 99999,
+    "size": 26214400,
+    "uid": "0" * 32,
+    "deleted": 3,
+    "usage": "TOP msg lines",
+}
 
 
 @pytest.mark.parametrize("name", sorted(TABLE))

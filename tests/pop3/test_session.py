@@ -217,8 +217,11 @@ def test_a_message_removed_during_the_session(box: Pop3Box):
 def test_unknown_user_and_wrong_password_get_the_same_reply(make_box: Callable[..., Pop3Box]):
     box = make_box(failure_delay=0.4)
     replies, times = [], []
-    for user, password in ((ALICE, "wrong"), ("nobody@home.test", "wrong"),
-                           ("not an address", PASSWORD)):
+    for user, password in (
+        (ALICE, "wrong"),
+        ("nobody@home.test", "wrong"),
+        ("not an address", PASSWORD),
+    ):
         sock = box.connect()
         w = Wire(sock)
         w.line()
@@ -250,8 +253,9 @@ def test_failed_logins_are_rate_limited_per_address(make_box: Callable[..., Pop3
     w = Wire(sock)
     w.line()
     # Locked out: even the right password is refused, unchecked, and the session ends.
-    assert login(w) == (b"-ERR [SYS/TEMP] Too many failed logins from your address; "
-                        b"try again in a few minutes\r\n")
+    assert login(w) == (
+        b"-ERR [SYS/TEMP] Too many failed logins from your address; try again in a few minutes\r\n"
+    )
     assert w.closed()
     sock.close()
     assert box.limiter.blocked("127.0.0.1")
@@ -350,11 +354,17 @@ def test_commands_in_the_wrong_state(box: Pop3Box, wire: Wire):
 def test_syntax_errors(box: Pop3Box, wire: Wire):
     box.deliver(mail(1))
     login(wire)
-    for command, usage in ((b"RETR", b"RETR msg"), (b"RETR x", b"RETR msg"),
-                           (b"RETR 1 2", b"RETR msg"), (b"TOP 1", b"TOP msg lines"),
-                           (b"TOP 1 -1", b"TOP msg lines"), (b"LIST 1 2", b"LIST [msg]"),
-                           (b"DELE", b"DELE msg"), (b"STAT 1", b"STAT"),
-                           (b"RETR \xd9\xa1", b"RETR msg")):  # an Arabic-Indic digit
+    for command, usage in (
+        (b"RETR", b"RETR msg"),
+        (b"RETR x", b"RETR msg"),
+        (b"RETR 1 2", b"RETR msg"),
+        (b"TOP 1", b"TOP msg lines"),
+        (b"TOP 1 -1", b"TOP msg lines"),
+        (b"LIST 1 2", b"LIST [msg]"),
+        (b"DELE", b"DELE msg"),
+        (b"STAT 1", b"STAT"),
+        (b"RETR \xd9\xa1", b"RETR msg"),
+    ):  # an Arabic-Indic digit
         assert wire.cmd(command) == b"-ERR Syntax: " + usage + b"\r\n", command
     assert wire.cmd(b"RETR 0") == b"-ERR No such message\r\n"
     assert wire.cmd(b"RETR 2") == b"-ERR No such message\r\n"
@@ -368,15 +378,27 @@ def test_capa(make_box: Callable[..., Pop3Box]):
     box = make_box(expire="30")
     p = poplib.POP3("127.0.0.1", box.port)
     assert p.capa() == {
-        "TOP": [], "UIDL": [], "USER": [], "SASL": ["PLAIN"], "RESP-CODES": [],
-        "AUTH-RESP-CODE": [], "PIPELINING": [], "EXPIRE": ["30"],
-        "IMPLEMENTATION": ["Letterbox"], "STLS": [],
+        "TOP": [],
+        "UIDL": [],
+        "USER": [],
+        "SASL": ["PLAIN"],
+        "RESP-CODES": [],
+        "AUTH-RESP-CODE": [],
+        "PIPELINING": [],
+        "EXPIRE": ["30"],
+        "IMPLEMENTATION": ["Letterbox"],
+        "STLS": [],
     }
     p.user(ALICE)
     p.pass_(PASSWORD)
     assert p.capa() == {
-        "TOP": [], "UIDL": [], "RESP-CODES": [], "AUTH-RESP-CODE": [], "PIPELINING": [],
-        "EXPIRE": ["30"], "IMPLEMENTATION": ["Letterbox"],
+        "TOP": [],
+        "UIDL": [],
+        "RESP-CODES": [],
+        "AUTH-RESP-CODE": [],
+        "PIPELINING": [],
+        "EXPIRE": ["30"],
+        "IMPLEMENTATION": ["Letterbox"],
     }
     p.quit()
 
@@ -509,7 +531,8 @@ def test_too_many_bad_commands_close_the_session(make_box: Callable[..., Pop3Box
     w.line()
     w.send(b"BAD\r\nBAD\r\nBAD\r\nNOOP\r\n")
     assert [w.line() for _ in range(4)] == [b"-ERR Unknown command\r\n"] * 3 + [
-        b"-ERR Too many bad commands; closing\r\n"]
+        b"-ERR Too many bad commands; closing\r\n"
+    ]
     assert w.closed()
     sock.close()
 

@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from letterbox.pop3.wire import Encoder
 
 
-def encode(message: bytes, cuts: list[int] | None = None, body_lines: int | None = None
-           ) -> tuple[bytes, Encoder]:
+def encode(
+    message: bytes, cuts: list[int] | None = None, body_lines: int | None = None
+) -> tuple[bytes, Encoder]:
     enc = Encoder(body_lines)
     out = b""
     points = sorted({0, len(message), *(c for c in (cuts or []) if 0 <= c <= len(message))})
@@ -159,8 +160,12 @@ lines = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(lines, st.lists(st.integers(0, 300), max_size=8),
-       st.sampled_from([b"\r\n", b"\n"]), st.booleans())
+@given(
+    lines,
+    st.lists(st.integers(0, 300), max_size=8),
+    st.sampled_from([b"\r\n", b"\n"]),
+    st.booleans(),
+)
 def test_any_message_at_any_chunking_arrives_as_its_crlf_form(
     body: list[bytes], cuts: list[int], eol: bytes, last_eol: bool
 ):
@@ -173,11 +178,13 @@ def test_any_message_at_any_chunking_arrives_as_its_crlf_form(
 
 @settings(max_examples=200, deadline=None)
 @given(lines, lines, st.integers(0, 20), st.lists(st.integers(0, 300), max_size=8))
-def test_top_is_a_prefix_of_whole_lines(head: list[bytes], body: list[bytes], n: int,
-                                         cuts: list[int]):
+def test_top_is_a_prefix_of_whole_lines(
+    head: list[bytes], body: list[bytes], n: int, cuts: list[int]
+):
     head = [h for h in head if h and h != b"\r"]  # header lines are not empty
     msg = b"".join(h + b"\r\n" for h in head) + b"\r\n" + b"".join(b + b"\r\n" for b in body)
     out, _ = encode(msg, cuts, body_lines=n)
-    expected = b"".join(h + b"\r\n" for h in head) + b"\r\n" + b"".join(
-        b + b"\r\n" for b in body[:n])
+    expected = (
+        b"".join(h + b"\r\n" for h in head) + b"\r\n" + b"".join(b + b"\r\n" for b in body[:n])
+    )
     assert client_view(out) == expected

@@ -38,8 +38,9 @@ class Box:
     def __init__(self, root: Path, settings: SmtpSettings, *, tls: bool = True) -> None:
         self.root = root
         self.settings = settings
-        self.drive: Drive | None = Drive.open(root / "drive", BoxKeys.load_or_create(root),
-                                              limits=CHEAP, hostname="mx.home.test")
+        self.drive: Drive | None = Drive.open(
+            root / "drive", BoxKeys.load_or_create(root), limits=CHEAP, hostname="mx.home.test"
+        )
         self.mailboxes: dict[str, str] = {}
         for address in (ALICE, BOB, "postmaster@home.test", "jörg@home.test"):
             self.add_mailbox(address)
@@ -49,7 +50,11 @@ class Box:
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         self.listener = SmtpListener(
-            self.gateway, settings, hostname="mx.home.test", host="127.0.0.1", port=0,
+            self.gateway,
+            settings,
+            hostname="mx.home.test",
+            host="127.0.0.1",
+            port=0,
             tls_context=self.tls_context,
         )
         self.call(self.listener.start())

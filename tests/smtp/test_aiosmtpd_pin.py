@@ -53,8 +53,9 @@ def test_our_init_sets_every_attribute_that_smtp_init_sets():
     async def build() -> tuple[set[str], set[str]]:
         theirs = SMTP(object(), hostname="h")
         settings = SmtpSettings()
-        ours = SmtpSession(SessionContext(Gateway(settings, lambda: None), settings, "h",
-                                          _NoRegistry()))
+        ours = SmtpSession(
+            SessionContext(Gateway(settings, lambda: None), settings, "h", _NoRegistry())
+        )
         return set(vars(theirs)), set(vars(ours))
 
     theirs, ours = asyncio.run(build())

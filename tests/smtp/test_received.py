@@ -10,9 +10,17 @@ NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def header(**kw):
-    args = dict(helo="client.example", peer=("192.0.2.7", 4000), host="mx.home.test",
-                trace="abc123", extended=True, tls=None, utf8=False,
-                recipients=["a@home.test"], now=NOW)
+    args = dict(
+        helo="client.example",
+        peer=("192.0.2.7", 4000),
+        host="mx.home.test",
+        trace="abc123",
+        extended=True,
+        tls=None,
+        utf8=False,
+        recipients=["a@home.test"],
+        now=NOW,
+    )
     args.update(kw)
     return received_header(**args)
 

@@ -49,8 +49,12 @@ def test_ehlo_offers_the_extensions(box: Box, wire):
     assert code == 250
     assert lines[0] == "mx.home.test"
     assert set(lines[1:]) == {
-        "PIPELINING", f"SIZE {box.settings.max_message_size}", "8BITMIME", "SMTPUTF8",
-        "ENHANCEDSTATUSCODES", "STARTTLS",
+        "PIPELINING",
+        f"SIZE {box.settings.max_message_size}",
+        "8BITMIME",
+        "SMTPUTF8",
+        "ENHANCEDSTATUSCODES",
+        "STARTTLS",
     }
 
 
@@ -78,10 +82,19 @@ def test_starttls_and_the_received_header_names_tls(box: Box):
 def test_every_reply_has_an_enhanced_status_code(make_box, wire):
     w = wire(make_box(max_bad_commands=50))
     replies = [
-        w.cmd("NOOP"), w.cmd("HELP"), w.cmd("VRFY alice"), w.cmd("RCPT TO:<a@home.test>"),
-        w.cmd("DATA"), w.cmd("MAIL FROM:<x@example.org>"), w.cmd("MAIL FROM:<y@example.org>"),
-        w.cmd("RCPT TO:<nobody@home.test>"), w.cmd("RCPT TO:<a@elsewhere.example>"),
-        w.cmd("DATA"), w.cmd("RSET"), w.cmd("BOGUS"), w.cmd("MAIL FROM:<bad"),
+        w.cmd("NOOP"),
+        w.cmd("HELP"),
+        w.cmd("VRFY alice"),
+        w.cmd("RCPT TO:<a@home.test>"),
+        w.cmd("DATA"),
+        w.cmd("MAIL FROM:<x@example.org>"),
+        w.cmd("MAIL FROM:<y@example.org>"),
+        w.cmd("RCPT TO:<nobody@home.test>"),
+        w.cmd("RCPT TO:<a@elsewhere.example>"),
+        w.cmd("DATA"),
+        w.cmd("RSET"),
+        w.cmd("BOGUS"),
+        w.cmd("MAIL FROM:<bad"),
         w.cmd("STARTTLS now"),
     ]
     for r in replies:
@@ -158,12 +171,22 @@ def test_pipelining(box: Box, wire):
         b"MAIL FROM:<x@example.org>\r\nRCPT TO:<alice@home.test>\r\n"
         b"RCPT TO:<nobody@home.test>\r\nRCPT TO:<bob@home.test>\r\nDATA\r\n"
     )
-    assert [w.line()[:9] for _ in range(5)] == ["250 2.1.0", "250 2.1.5", "550 5.1.1",
-                                                 "250 2.1.5", "354 End d"]
+    assert [w.line()[:9] for _ in range(5)] == [
+        "250 2.1.0",
+        "250 2.1.5",
+        "550 5.1.1",
+        "250 2.1.5",
+        "354 End d",
+    ]
     # After the end mark a client may pipeline the next transaction (RFC 2920).
     w.send(MSG + b".\r\nRSET\r\nMAIL FROM:<y@example.org>\r\nRCPT TO:<bob@home.test>\r\nDATA\r\n")
-    assert [w.line()[:9] for _ in range(5)] == ["250 2.0.0", "250 2.0.0", "250 2.1.0",
-                                                 "250 2.1.5", "354 End d"]
+    assert [w.line()[:9] for _ in range(5)] == [
+        "250 2.0.0",
+        "250 2.0.0",
+        "250 2.1.0",
+        "250 2.1.5",
+        "354 End d",
+    ]
     w.send(b"second\r\n.\r\nQUIT\r\n")
     assert w.line().startswith("250 2.0.0")
     assert w.line() == "221 2.0.0 Bye"
@@ -189,7 +212,8 @@ SMUGGLE = (
 
 
 @pytest.mark.parametrize(
-    "fake_end", [b"\n.\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r", b"\r.\r\n", b"\r\n.\r", b"\n\n.\n\n"],
+    "fake_end",
+    [b"\n.\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r", b"\r.\r\n", b"\r\n.\r", b"\n\n.\n\n"],
     ids=repr,
 )
 def test_smuggling_payloads_are_refused_whole(box: Box, wire, fake_end):
@@ -364,7 +388,7 @@ def test_a_trickling_client_is_closed_at_the_timeout_and_nothing_is_stored(make_
     assert w.cmd("DATA").startswith("354")
     started = time.monotonic()
     closed = False
-    for b in (b"Subject: slow\r\n\r\n" + b"z" * 100):
+    for b in b"Subject: slow\r\n\r\n" + b"z" * 100:
         try:
             w.send(bytes([b]))
         except (BrokenPipeError, ConnectionResetError):
@@ -420,8 +444,11 @@ def test_garbage_and_binary_commands_do_not_hurt(box: Box):
             pass
         sock.close()
         assert got.startswith(b"220 ")
-        assert all(re.fullmatch(rb"(220|421|500|501|502|503|554|555|550|553) .*", line)
-                   for line in got.split(b"\r\n") if line), got[:300]
+        assert all(
+            re.fullmatch(rb"(220|421|500|501|502|503|554|555|550|553) .*", line)
+            for line in got.split(b"\r\n")
+            if line
+        ), got[:300]
     # and the gateway still works
     with smtplib.SMTP("127.0.0.1", box.port) as client:
         client.sendmail("x@example.org", [ALICE], MSG)
@@ -627,9 +654,7 @@ def test_shutdown_lets_a_message_in_flight_finish_and_closes_idle_sessions(box: 
     busy.cmd("RCPT TO:<alice@home.test>")
     assert busy.cmd("DATA").startswith("354")
     busy.send(b"Subject: in flight\r\n\r\n")
-    stopping = box.loop.call_soon_threadsafe(
-        lambda: box.loop.create_task(box.listener.stop(5.0))
-    )
+    stopping = box.loop.call_soon_threadsafe(lambda: box.loop.create_task(box.listener.stop(5.0)))
     del stopping
     assert idle.line().startswith("421 4.3.2")
     assert idle.closed()

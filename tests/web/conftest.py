@@ -65,8 +65,9 @@ class ApiBox:
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         self.server = WebServer(host="127.0.0.1", port=0, shutdown_grace=1)
-        self.api = driveapi.setup(self.server.app, lambda: self.drive if self.online else None,
-                                  clock=self.clock)
+        self.api = driveapi.setup(
+            self.server.app, lambda: self.drive if self.online else None, clock=self.clock
+        )
         self.call(self.server.start())
         self.port = self.server.port
         self.url = f"http://127.0.0.1:{self.port}"
@@ -82,8 +83,16 @@ class ApiBox:
 
     # -- HTTP ------------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, body: Any = None, *, token: str | None = None,
-                headers: dict[str, str] | None = None, raw: bytes | None = None) -> Reply:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> Reply:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
             h = dict(headers or {})
@@ -105,14 +114,21 @@ class ApiBox:
         return bytes.fromhex(reply.json()["challenge"])
 
     def session(self, address: str, challenge: bytes, signature: bytes) -> Reply:
-        return self.request("POST", "/session", {
-            "address": address, "challenge": challenge.hex(), "signature": signature.hex(),
-        })
+        return self.request(
+            "POST",
+            "/session",
+            {
+                "address": address,
+                "challenge": challenge.hex(),
+                "signature": signature.hex(),
+            },
+        )
 
     def login(self, person: Person) -> str:
         challenge = self.challenge()
-        reply = self.session(person.address, challenge,
-                             person.key.sign_challenge(person.address, challenge))
+        reply = self.session(
+            person.address, challenge, person.key.sign_challenge(person.address, challenge)
+        )
         assert reply.status == 200, reply
         return str(reply.json()["token"])
 
@@ -121,21 +137,37 @@ class ApiBox:
         assert reply.status == 200, reply
         return list(reply.json()["messages"])
 
-    def ack(self, token: str, items: list[tuple[str, bytes]], person: Person,
-            signer: crypto.PersonalKey | None = None) -> Reply:
+    def ack(
+        self,
+        token: str,
+        items: list[tuple[str, bytes]],
+        person: Person,
+        signer: crypto.PersonalKey | None = None,
+    ) -> Reply:
         signer = signer or person.key
-        return self.request("POST", "/ack", {"acks": [
-            {"id": i, "cipher_hash": h.hex(),
-             "signature": signer.sign_ack(person.address, i, h).hex()}
-            for i, h in items
-        ]}, token=token)
+        return self.request(
+            "POST",
+            "/ack",
+            {
+                "acks": [
+                    {
+                        "id": i,
+                        "cipher_hash": h.hex(),
+                        "signature": signer.sign_ack(person.address, i, h).hex(),
+                    }
+                    for i, h in items
+                ]
+            },
+            token=token,
+        )
 
     # -- the drive side ----------------------------------------------------------------
 
     def person(self, address: str) -> Person:
         key = crypto.PersonalKey.generate()
-        mailbox, _ = self.drive.create_mailbox(address, quota=1 << 30,
-                                               identity_key=key.identity_key)
+        mailbox, _ = self.drive.create_mailbox(
+            address, quota=1 << 30, identity_key=key.identity_key
+        )
         return Person(mailbox.address, key, mailbox.id)
 
     def password_mailbox(self, address: str) -> str:

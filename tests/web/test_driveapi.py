@@ -44,8 +44,9 @@ def test_login_list_and_read_what_only_the_person_can_open(box: ApiBox) -> None:
     listed = box.listing(token)
     assert [m["id"] for m in listed] == ids
     for n, m in enumerate(listed):
-        meta = crypto.open_meta(base64.b64decode(m["meta"]), anna.key.secret,
-                                [box.drive.keys.verify_key])
+        meta = crypto.open_meta(
+            base64.b64decode(m["meta"]), anna.key.secret, [box.drive.keys.verify_key]
+        )
         assert (meta.delivery_id, meta.blob_id) == (m["id"], m["blob_id"])
         assert meta.cipher_hash.hex() == m["cipher_hash"]
         assert (meta.plain_size, meta.stored_size) == (m["plain_size"], m["stored_size"])
@@ -63,9 +64,13 @@ def test_a_challenge_is_fresh_random_and_short_lived(box: ApiBox) -> None:
 
 def test_no_token_a_malformed_one_or_an_unknown_one_is_401(box: ApiBox) -> None:
     box.person(ANNA)
-    for headers in ({}, {"Authorization": "Bearer"}, {"Authorization": "Basic YW5uYTpwdw=="},
-                    {"Authorization": "Bearer not-hex"},
-                    {"Authorization": "Bearer " + "ab" * 32}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Basic YW5uYTpwdw=="},
+        {"Authorization": "Bearer not-hex"},
+        {"Authorization": "Bearer " + "ab" * 32},
+    ):
         reply = box.request("GET", "/messages", headers=headers)
         assert reply.status == 401, headers
         assert reply.headers["www-authenticate"].startswith("Letterbox")
@@ -105,8 +110,12 @@ def test_a_signature_over_another_challenge_or_address_is_401(box: ApiBox) -> No
     challenge, other = box.challenge(), box.challenge()
     assert box.session(ANNA, challenge, anna.key.sign_challenge(ANNA, other)).status == 401
     challenge = box.challenge()
-    assert box.session(ANNA, challenge,
-                       anna.key.sign_challenge("someone@example.org", challenge)).status == 401
+    assert (
+        box.session(
+            ANNA, challenge, anna.key.sign_challenge("someone@example.org", challenge)
+        ).status
+        == 401
+    )
     challenge = box.challenge()
     sig = bytearray(anna.key.sign_challenge(ANNA, challenge))
     sig[10] ^= 1
@@ -142,8 +151,12 @@ def test_unknown_address_and_password_mailbox_look_like_a_wrong_key(box: ApiBox)
     anna = box.person(ANNA)
     mallory = crypto.PersonalKey.generate()
     answers = []
-    for address, key in ((ANNA, mallory), ("nobody@example.org", mallory),
-                         ("carl@example.org", mallory), ("not an address", anna.key)):
+    for address, key in (
+        (ANNA, mallory),
+        ("nobody@example.org", mallory),
+        ("carl@example.org", mallory),
+        ("not an address", anna.key),
+    ):
         challenge = box.challenge()
         reply = box.session(address, challenge, key.sign_challenge(address, challenge))
         assert reply.status == 401, address
@@ -165,8 +178,7 @@ def test_the_address_is_matched_as_normalised(box: ApiBox) -> None:
     challenge = box.challenge()
     # The signature covers the normalised address (what the key file holds); the
     # request may spell it differently.
-    reply = box.session("<Anna@Example.ORG>", challenge,
-                        anna.key.sign_challenge(ANNA, challenge))
+    reply = box.session("<Anna@Example.ORG>", challenge, anna.key.sign_challenge(ANNA, challenge))
     assert reply.status == 200 and reply.json()["address"] == ANNA
 
 
@@ -187,12 +199,15 @@ def test_ciphertext_streams_exactly_the_blob_with_content_length(box: ApiBox) ->
         digest = crypto.hasher()
         digest.update(reply.body)
         assert digest.hexdigest() == entry["cipher_hash"]
-        meta = crypto.open_meta(base64.b64decode(entry["meta"]), anna.key.secret,
-                                [box.drive.keys.verify_key])
-        plain = b"".join(crypto.read_blob(io.BytesIO(reply.body), meta.blob_key, meta.blob_id,
-                                          expected_hash=meta.cipher_hash))
-        assert plain.endswith(message(ids.index(delivery_id),
-                                      sizes[ids.index(delivery_id)]))
+        meta = crypto.open_meta(
+            base64.b64decode(entry["meta"]), anna.key.secret, [box.drive.keys.verify_key]
+        )
+        plain = b"".join(
+            crypto.read_blob(
+                io.BytesIO(reply.body), meta.blob_key, meta.blob_id, expected_hash=meta.cipher_hash
+            )
+        )
+        assert plain.endswith(message(ids.index(delivery_id), sizes[ids.index(delivery_id)]))
 
 
 def test_unknown_and_malformed_message_ids_are_404(box: ApiBox) -> None:
@@ -207,8 +222,10 @@ def test_a_client_leaving_mid_download_does_not_hurt_the_server(box: ApiBox) -> 
     delivery_id = box.deliver(ANNA, 1, 3_000_000)
     token = box.login(anna)
     sock = socket.create_connection(("127.0.0.1", box.port), timeout=10)
-    sock.sendall(f"GET {API}/messages/{delivery_id} HTTP/1.1\r\nHost: x\r\n"
-                 f"Authorization: Bearer {token}\r\n\r\n".encode())
+    sock.sendall(
+        f"GET {API}/messages/{delivery_id} HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {token}\r\n\r\n".encode()
+    )
     assert sock.recv(4096).startswith(b"HTTP/1.1 200")
     sock.close()
     reply = box.request("GET", f"/messages/{delivery_id}", token=token)
@@ -254,16 +271,26 @@ def test_an_ack_not_signed_by_the_mailbox_key_is_403(box: ApiBox) -> None:
     # A login signature is no deletion signature (separate signing domains).
     challenge = box.challenge()
     login_sig = anna.key.sign_challenge(ANNA, challenge)
-    reply = box.request("POST", "/ack", {"acks": [
-        {"id": delivery_id, "cipher_hash": cipher_hash.hex(), "signature": login_sig.hex()}
-    ]}, token=token)
+    reply = box.request(
+        "POST",
+        "/ack",
+        {
+            "acks": [
+                {"id": delivery_id, "cipher_hash": cipher_hash.hex(), "signature": login_sig.hex()}
+            ]
+        },
+        token=token,
+    )
     assert reply.status == 403
     # Signed for another message's id or another hash: not this deletion either.
     other = box.deliver(ANNA, 2)
     sig = anna.key.sign_ack(ANNA, other, cipher_hash)
-    reply = box.request("POST", "/ack", {"acks": [
-        {"id": delivery_id, "cipher_hash": cipher_hash.hex(), "signature": sig.hex()}
-    ]}, token=token)
+    reply = box.request(
+        "POST",
+        "/ack",
+        {"acks": [{"id": delivery_id, "cipher_hash": cipher_hash.hex(), "signature": sig.hex()}]},
+        token=token,
+    )
     assert reply.status == 403
     assert _ids(box, anna) == [delivery_id, other]
 
@@ -280,12 +307,25 @@ def test_a_batch_of_acks_is_all_or_nothing(box: ApiBox) -> None:
     good = box.ack(token, [(ids[0], hashes[ids[0]])], anna).json()
     assert good == {"deleted": 1, "already_gone": 0}
     thief = crypto.PersonalKey.generate()
-    mixed = box.request("POST", "/ack", {"acks": [
-        {"id": ids[1], "cipher_hash": hashes[ids[1]].hex(),
-         "signature": anna.key.sign_ack(ANNA, ids[1], hashes[ids[1]]).hex()},
-        {"id": ids[2], "cipher_hash": hashes[ids[2]].hex(),
-         "signature": thief.sign_ack(ANNA, ids[2], hashes[ids[2]]).hex()},
-    ]}, token=token)
+    mixed = box.request(
+        "POST",
+        "/ack",
+        {
+            "acks": [
+                {
+                    "id": ids[1],
+                    "cipher_hash": hashes[ids[1]].hex(),
+                    "signature": anna.key.sign_ack(ANNA, ids[1], hashes[ids[1]]).hex(),
+                },
+                {
+                    "id": ids[2],
+                    "cipher_hash": hashes[ids[2]].hex(),
+                    "signature": thief.sign_ack(ANNA, ids[2], hashes[ids[2]]).hex(),
+                },
+            ]
+        },
+        token=token,
+    )
     assert mixed.status == 403
     assert _ids(box, anna) == ids[1:]
     reply = box.ack(token, [(i, hashes[i]) for i in ids], anna)
@@ -301,13 +341,22 @@ def test_malformed_requests_are_400(box: ApiBox) -> None:
     assert box.request("POST", "/session", raw=b"{not json").status == 400
     assert box.request("POST", "/session", [1, 2]).status == 400
     assert box.request("POST", "/session", {"address": ANNA}).status == 400
-    assert box.request("POST", "/session", {"address": ANNA, "challenge": "zz" * 32,
-                                            "signature": "00" * 64}).status == 400
-    for acks in (None, [], "x", [{"id": delivery_id}], [{"id": "short", "cipher_hash": "00" * 32,
-                                                         "signature": "00" * 64}],
-                 [{"id": delivery_id, "cipher_hash": "00" * 31, "signature": "00" * 64}],
-                 [{"id": delivery_id, "cipher_hash": "00" * 32, "signature": "00" * 63}],
-                 [{}] * 1001):
+    assert (
+        box.request(
+            "POST", "/session", {"address": ANNA, "challenge": "zz" * 32, "signature": "00" * 64}
+        ).status
+        == 400
+    )
+    for acks in (
+        None,
+        [],
+        "x",
+        [{"id": delivery_id}],
+        [{"id": "short", "cipher_hash": "00" * 32, "signature": "00" * 64}],
+        [{"id": delivery_id, "cipher_hash": "00" * 31, "signature": "00" * 64}],
+        [{"id": delivery_id, "cipher_hash": "00" * 32, "signature": "00" * 63}],
+        [{}] * 1001,
+    ):
         reply = box.request("POST", "/ack", {"acks": acks}, token=token)
         assert reply.status == 400, acks
     assert _ids(box, anna) == [delivery_id]
@@ -342,8 +391,10 @@ def test_a_closed_drive_is_503_not_a_crash(box: ApiBox) -> None:
     box.deliver(ANNA, 1)
     token = box.login(anna)
     box.drive.close()
-    for reply in (box.request("GET", "/messages", token=token),
-                  box.request("GET", "/messages/" + "0" * 32, token=token)):
+    for reply in (
+        box.request("GET", "/messages", token=token),
+        box.request("GET", "/messages/" + "0" * 32, token=token),
+    ):
         assert reply.status == 503
 
 
@@ -366,12 +417,30 @@ def test_logs_name_no_address_token_challenge_signature_or_content(
     box.request("GET", f"/messages/{delivery_id}", token=token)
     cipher_hash = bytes.fromhex(entry["cipher_hash"])
     ack_sig = anna.key.sign_ack(ANNA, delivery_id, cipher_hash)
-    box.request("POST", "/ack", {"acks": [{"id": delivery_id, "cipher_hash": cipher_hash.hex(),
-                                           "signature": ack_sig.hex()}]}, token=token)
+    box.request(
+        "POST",
+        "/ack",
+        {
+            "acks": [
+                {"id": delivery_id, "cipher_hash": cipher_hash.hex(), "signature": ack_sig.hex()}
+            ]
+        },
+        token=token,
+    )
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "session opened" in text and "acknowledged" in text
-    for secret in (ANNA, "anna", token, challenge.hex(), bad.hex(), signature.hex(),
-                   ack_sig.hex(), "message 1", "sender1", entry["meta"][:40]):
+    for secret in (
+        ANNA,
+        "anna",
+        token,
+        challenge.hex(),
+        bad.hex(),
+        signature.hex(),
+        ack_sig.hex(),
+        "message 1",
+        "sender1",
+        entry["meta"][:40],
+    ):
         assert secret not in text, secret
 
 

@@ -29,8 +29,11 @@ def test_a_busy_web_port_does_not_stop_the_box_receiving_mail(tmp_path: Path) ->
         try:
             assert "web   not listening" in run.out
             with smtplib.SMTP("127.0.0.1", run.port, timeout=30) as smtp:
-                smtp.sendmail("me@example.org", ["postmaster@letterbox.test"],
-                              b"Subject: hi\r\n\r\nstill here\r\n")
+                smtp.sendmail(
+                    "me@example.org",
+                    ["postmaster@letterbox.test"],
+                    b"Subject: hi\r\n\r\nstill here\r\n",
+                )
             assert run.stop() == 0
         finally:
             run.kill()

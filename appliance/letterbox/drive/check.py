@@ -22,8 +22,16 @@ from letterbox.drive import layout as layout_mod
 from letterbox.drive.errors import DriveFormatError
 from letterbox.drive.index import SCHEMA_VERSION
 
-KNOWN_TOP = {"DRIVE", "index.sqlite3", "index.sqlite3-wal", "index.sqlite3-shm", "blobs", "keys",
-             "queue", "OPEN"}
+KNOWN_TOP = {
+    "DRIVE",
+    "index.sqlite3",
+    "index.sqlite3-wal",
+    "index.sqlite3-shm",
+    "blobs",
+    "keys",
+    "queue",
+    "OPEN",
+}
 
 
 @dataclass
@@ -151,8 +159,9 @@ def _check_index(
         if not magic.startswith(crypto.BLOB_MAGIC):
             report.damage.append(f"blob {blob_id}: not a Letterbox blob (bad magic)")
         elif size != stored:
-            report.damage.append(f"blob {blob_id}: {size} bytes on disk, {stored} recorded "
-                                 "(truncated or extended)")
+            report.damage.append(
+                f"blob {blob_id}: {size} bytes on disk, {stored} recorded (truncated or extended)"
+            )
         elif actual != digest:
             report.damage.append(f"blob {blob_id}: ciphertext hash mismatch (altered)")
     for blob_id in refs.keys() - indexed:
@@ -167,9 +176,7 @@ def _check_index(
         for entry in os.scandir(bdir):
             if layout_mod.BLOB_NAME.match(entry.name):
                 if entry.name not in indexed:
-                    report.warnings.append(
-                        f"orphan blob {entry.name} (removed at the next open)"
-                    )
+                    report.warnings.append(f"orphan blob {entry.name} (removed at the next open)")
             else:
                 report.warnings.append(f"foreign file {Path(entry.path).relative_to(lay.root)}")
     for entry in os.scandir(lay.tmp):

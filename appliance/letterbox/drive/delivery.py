@@ -232,5 +232,3 @@ def io_error(exc: OSError) -> DriveError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageFull("the drive is full")
     return DriveUnavailable(f"drive I/O error: {exc.strerror or exc}")
-
-

@@ -13,8 +13,13 @@ from __future__ import annotations
 import email.header
 
 HEADER_LIMIT = 64 * 1024
-KEPT = {"from": "From", "to": "To", "subject": "Subject", "date": "Date",
-        "message-id": "Message-ID"}
+KEPT = {
+    "from": "From",
+    "to": "To",
+    "subject": "Subject",
+    "date": "Date",
+    "message-id": "Message-ID",
+}
 MAX_VALUE = 1000
 
 

@@ -70,8 +70,6 @@ class RecoveryReport:
         )
 
 
-
-
 @dataclass(frozen=True)
 class SealedDelivery:
     """What an end-to-end reader gets per message: ids, sizes, time and sealed metadata."""

@@ -63,7 +63,6 @@ class Batch:
         return gone
 
 
-
 class Space:
     """Quota and reserve bookkeeping over the drive's index connection."""
 
@@ -118,9 +117,7 @@ class Space:
         first: int | None = None
         now = int(time.time())
         while need > 0:
-            page = self._conn.execute(
-                EVICT_QUERY, (mailbox_id, keep_blob, EVICT_PAGE)
-            ).fetchall()
+            page = self._conn.execute(EVICT_QUERY, (mailbox_id, keep_blob, EVICT_PAGE)).fetchall()
             if not page:
                 break
             for seq, delivery_id, blob_id, stored, plain, received in page:
@@ -217,8 +214,18 @@ class Space:
         sniffer = HeaderSniffer()
         sniffer.feed(body)
         meta = crypto.DeliveryMeta(
-            delivery_id, blob_id, key, summary.header, summary.plain_size, summary.stored_size,
-            summary.cipher_hash, received, "", mailbox.address, sniffer.headers(), kind="notice",
+            delivery_id,
+            blob_id,
+            key,
+            summary.header,
+            summary.plain_size,
+            summary.stored_size,
+            summary.cipher_hash,
+            received,
+            "",
+            mailbox.address,
+            sniffer.headers(),
+            kind="notice",
         )
         sealed = crypto.seal_meta(meta, self.keys.signing, mailbox.public_key)
         self._conn.execute(
@@ -228,8 +235,15 @@ class Space:
         self._conn.execute(
             "INSERT INTO deliveries (id, mailbox_id, blob_id, plain_size, stored_size, received, "
             "notice, meta) VALUES (?, ?, ?, ?, ?, ?, 1, ?)",
-            (delivery_id, mailbox.id, blob_id, summary.plain_size, summary.stored_size,
-             received, sealed),
+            (
+                delivery_id,
+                mailbox.id,
+                blob_id,
+                summary.plain_size,
+                summary.stored_size,
+                received,
+                sealed,
+            ),
         )
         self._conn.execute(
             "UPDATE mailboxes SET used = used + ?, messages = messages + 1 WHERE id = ?",
@@ -264,8 +278,7 @@ class Space:
                 self._notify(mailbox, first, "reserve", mailbox.quota, batch)
         if short > 0:
             raise StorageFull(
-                f"the drive is full: {reserve} bytes must stay free and eviction cannot "
-                "free enough"
+                f"the drive is full: {reserve} bytes must stay free and eviction cannot free enough"
             )
 
     # -- retention ------------------------------------------------------------------
@@ -291,4 +304,3 @@ class Space:
                     (mailbox_id, delivery_id, now, received, plain),
                 )
                 removed += 1
-

@@ -59,9 +59,9 @@ from letterbox.fsutil import fsync_dir, syncfs, write_atomic
 log = logging.getLogger(__name__)
 
 
-
-def _attempt(fn: Callable[[CommitRequest, bool], None], req: CommitRequest, sync: bool
-             ) -> BaseException | None:
+def _attempt(
+    fn: Callable[[CommitRequest, bool], None], req: CommitRequest, sync: bool
+) -> BaseException | None:
     try:
         fn(req, sync)
     except BaseException as exc:
@@ -138,8 +138,13 @@ class Drive:
         except OSError as exc:
             raise DriveUnavailable(f"cannot open the drive at {root}: {exc}") from None
         drive = cls(
-            lay, conn, ident, keys, settings or DriveSettings(),
-            limits or crypto.Argon2Limits(), hostname,
+            lay,
+            conn,
+            ident,
+            keys,
+            settings or DriveSettings(),
+            limits or crypto.Argon2Limits(),
+            hostname,
         )
         try:
             drive._load_addresses()
@@ -315,8 +320,15 @@ class Drive:
                 self._conn.execute(
                     "INSERT INTO mailboxes (id, address_sealed, public_key, quota, end_to_end, "
                     "auth_key, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (mailbox_id, sealed_addr, ring.public_key, quota, int(ring.end_to_end),
-                     identity_key, int(time.time())),
+                    (
+                        mailbox_id,
+                        sealed_addr,
+                        ring.public_key,
+                        quota,
+                        int(ring.end_to_end),
+                        identity_key,
+                        int(time.time()),
+                    ),
                 )
             # Copy on write: lookups read these dicts without a lock.
             self._addresses = {**self._addresses, addr: mailbox_id}
@@ -334,8 +346,9 @@ class Drive:
         address = self._by_id.get(mailbox_id)
         if row is None or address is None:
             raise MailboxNotFound(f"no mailbox with id {mailbox_id}")
-        return MailboxInfo(mailbox_id, address, row[0], row[1], row[2], row[3], bool(row[4]),
-                           row[5])
+        return MailboxInfo(
+            mailbox_id, address, row[0], row[1], row[2], row[3], bool(row[4]), row[5]
+        )
 
     def find_mailbox(self, address: str) -> MailboxInfo | None:
         try:
@@ -503,8 +516,15 @@ class Drive:
             self._conn.execute(
                 "INSERT INTO deliveries (id, mailbox_id, blob_id, plain_size, stored_size, "
                 "received, meta) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (delivery_id, mailbox.id, req.blob_id, req.summary.plain_size, size,
-                 req.received, sealed),
+                (
+                    delivery_id,
+                    mailbox.id,
+                    req.blob_id,
+                    req.summary.plain_size,
+                    size,
+                    req.received,
+                    sealed,
+                ),
             )
             self._conn.execute(
                 "UPDATE mailboxes SET used = used + ?, messages = messages + 1 WHERE id = ?",
@@ -682,4 +702,3 @@ class Drive:
             "commit_batches": self._committer.batches,
             "commit_items": self._committer.items,
         }
-

@@ -60,8 +60,11 @@ class Listed:
 def _listed(doc: Any) -> Listed:
     try:
         return Listed(
-            id=str(doc["id"]), blob_id=str(doc["blob_id"]), plain_size=int(doc["plain_size"]),
-            stored_size=int(doc["stored_size"]), received=int(doc["received"]),
+            id=str(doc["id"]),
+            blob_id=str(doc["blob_id"]),
+            plain_size=int(doc["plain_size"]),
+            stored_size=int(doc["stored_size"]),
+            received=int(doc["received"]),
             cipher_hash=bytes.fromhex(doc["cipher_hash"]),
             meta=base64.b64decode(doc["meta"], validate=True),
         )
@@ -72,15 +75,23 @@ def _listed(doc: Any) -> Listed:
 class DriveClient:
     """One mailbox's view of the drive API. Use as `async with DriveClient(...) as c:`."""
 
-    def __init__(self, server: str, key: crypto.PersonalKey, address: str, *,
-                 connect_timeout: float = 15, read_timeout: float = 120) -> None:
+    def __init__(
+        self,
+        server: str,
+        key: crypto.PersonalKey,
+        address: str,
+        *,
+        connect_timeout: float = 15,
+        read_timeout: float = 120,
+    ) -> None:
         self.server = server.rstrip("/")
         if not self.server.startswith(("http://", "https://")):
             self.server = "http://" + self.server
         self.key = key
         self.address = address
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout,
-                                              sock_read=read_timeout)
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect_timeout, sock_read=read_timeout
+        )
         self._http: aiohttp.ClientSession | None = None
         self._token: str | None = None
         self._login_lock = asyncio.Lock()
@@ -89,8 +100,12 @@ class DriveClient:
         self._http = aiohttp.ClientSession(timeout=self._timeout)
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.close()
 
     async def close(self) -> None:
@@ -125,16 +140,16 @@ class DriveClient:
             raise AckRefused(f"{where}: {message}", resp.status)
         raise ApiError(f"{where} answered {resp.status}: {message}", resp.status)
 
-    async def _call(self, method: str, path: str, *, json: Any = None, auth: bool = True
-                    ) -> Any:
+    async def _call(self, method: str, path: str, *, json: Any = None, auth: bool = True) -> Any:
         """A JSON request; with `auth`, logs in (again) when the token is missing or stale."""
         for attempt in (1, 2):
             headers = {}
             if auth:
                 headers["Authorization"] = f"Bearer {await self._ensure_token()}"
             try:
-                async with self.http.request(method, self._url(path), json=json,
-                                             headers=headers) as resp:
+                async with self.http.request(
+                    method, self._url(path), json=json, headers=headers
+                ) as resp:
                     if auth and resp.status == 401 and attempt == 1:
                         self._token = None
                         continue
@@ -143,8 +158,7 @@ class DriveClient:
             except aiohttp.ClientError as exc:
                 raise ServerUnavailable(f"cannot reach the box at {self.server} ({exc})") from None
             except (TimeoutError, ValueError):
-                raise ServerUnavailable(f"no usable answer from the box at {self.server}"
-                                        ) from None
+                raise ServerUnavailable(f"no usable answer from the box at {self.server}") from None
         raise AssertionError("unreachable")
 
     async def _ensure_token(self) -> str:
@@ -168,9 +182,16 @@ class DriveClient:
         except (KeyError, TypeError, ValueError):
             raise ApiError("the box sent a malformed challenge") from None
         signature = self.key.sign_challenge(self.address, challenge)
-        doc = await self._call("POST", "/session", auth=False, json={
-            "address": self.address, "challenge": challenge.hex(), "signature": signature.hex(),
-        })
+        doc = await self._call(
+            "POST",
+            "/session",
+            auth=False,
+            json={
+                "address": self.address,
+                "challenge": challenge.hex(),
+                "signature": signature.hex(),
+            },
+        )
         try:
             self._token = str(doc["token"])
         except (KeyError, TypeError):
@@ -183,8 +204,9 @@ class DriveClient:
         except (KeyError, TypeError):
             raise ApiError("the box sent a malformed listing") from None
 
-    async def download(self, delivery_id: str, out: BinaryIO, *,
-                       progress: Callable[[int], None] | None = None) -> tuple[int, bytes]:
+    async def download(
+        self, delivery_id: str, out: BinaryIO, *, progress: Callable[[int], None] | None = None
+    ) -> tuple[int, bytes]:
         """Write a message's ciphertext to `out`; (bytes written, their BLAKE2b-256).
 
         A connection cut short of Content-Length raises ServerUnavailable; the caller
@@ -194,8 +216,9 @@ class DriveClient:
         for attempt in (1, 2):
             headers = {"Authorization": f"Bearer {await self._ensure_token()}"}
             try:
-                async with self.http.get(self._url(f"/messages/{delivery_id}"),
-                                         headers=headers) as resp:
+                async with self.http.get(
+                    self._url(f"/messages/{delivery_id}"), headers=headers
+                ) as resp:
                     if resp.status == 401 and attempt == 1:
                         self._token = None
                         continue
@@ -225,8 +248,11 @@ class DriveClient:
         Only call it once the messages are safely stored: this is the deletion.
         """
         acks = [
-            {"id": i, "cipher_hash": h.hex(),
-             "signature": self.key.sign_ack(self.address, i, h).hex()}
+            {
+                "id": i,
+                "cipher_hash": h.hex(),
+                "signature": self.key.sign_ack(self.address, i, h).hex(),
+            }
             for i, h in items
         ]
         doc = await self._call("POST", "/ack", json={"acks": acks})

@@ -70,8 +70,14 @@ SHUTDOWN_GRACE = 10.0
 class RemoteAuthenticator:
     """POP3 logins for the one mailbox of a key file (letterbox.pop3.Authenticator)."""
 
-    def __init__(self, key_file: Path, server: str, *, failure_delay: float = FAILURE_DELAY,
-                 limiter: FailureLimiter | None = None) -> None:
+    def __init__(
+        self,
+        key_file: Path,
+        server: str,
+        *,
+        failure_delay: float = FAILURE_DELAY,
+        limiter: FailureLimiter | None = None,
+    ) -> None:
         self.key_file = key_file
         self.server = server
         self.address = normalize_address(verify.key_file_address(key_file))
@@ -92,8 +98,9 @@ class RemoteAuthenticator:
         key: crypto.PersonalKey | None = None
         if right_user:
             try:
-                key, _, box_key = await asyncio.to_thread(verify.unlock_key_file,
-                                                          self.key_file, password)
+                key, _, box_key = await asyncio.to_thread(
+                    verify.unlock_key_file, self.key_file, password
+                )
             except verify.WrongPassphrase:
                 key = None
             except verify.KeyFileError as exc:
@@ -131,8 +138,13 @@ class RemoteAuthenticator:
 class RemoteMaildrop:
     """One POP3 session's view of the mailbox, through the drive API (pop3.Maildrop)."""
 
-    def __init__(self, auth: RemoteAuthenticator, api: DriveClient, key: crypto.PersonalKey,
-                 box_key: VerifyKey) -> None:
+    def __init__(
+        self,
+        auth: RemoteAuthenticator,
+        api: DriveClient,
+        key: crypto.PersonalKey,
+        box_key: VerifyKey,
+    ) -> None:
         self._auth = auth
         self._api: DriveClient | None = api
         self._key = key
@@ -157,8 +169,9 @@ class RemoteMaildrop:
                 meta = verify.check_listing(listed, self._key, self._box_key)
             except verify.Refused as refused:
                 self.refused.append(refused)
-                log.error("REFUSED %s; it is not offered to the mail client and stays on "
-                          "the box", refused)
+                log.error(
+                    "REFUSED %s; it is not offered to the mail client and stays on the box", refused
+                )
                 continue
             self._metas[listed.id] = meta
             entries.append(Entry(listed.id, meta.plain_size))
@@ -230,14 +243,22 @@ class RemoteMaildrop:
 class Bridge:
     """The POP3 listener on 127.0.0.1 with the remote maildrop behind it."""
 
-    def __init__(self, key_file: Path, server: str, *, port: int = DEFAULT_PORT,
-                 host: str = "127.0.0.1", failure_delay: float = FAILURE_DELAY) -> None:
+    def __init__(
+        self,
+        key_file: Path,
+        server: str,
+        *,
+        port: int = DEFAULT_PORT,
+        host: str = "127.0.0.1",
+        failure_delay: float = FAILURE_DELAY,
+    ) -> None:
         self.auth = RemoteAuthenticator(key_file, server, failure_delay=failure_delay)
         options = SessionOptions(authenticator=self.auth, hostname="letterbox-bridge")
         # Plain POP3 logins are accepted from loopback only; the bridge listens on
         # nothing else, so the passphrase never leaves this computer.
-        self.listener = Pop3Listener(options, host=host, port=port, tls_port=None,
-                                     plaintext="loopback")
+        self.listener = Pop3Listener(
+            options, host=host, port=port, tls_port=None, plaintext="loopback"
+        )
 
     @property
     def address(self) -> str:
@@ -271,20 +292,27 @@ async def _serve(bridge: Bridge, announce: Callable[[str], None]) -> int:
     try:
         port = await bridge.start()
     except OSError as exc:
-        print(f"letterbox bridge: cannot listen on 127.0.0.1 port {bridge.listener.port}: "
-              f"{exc.strerror or exc}", file=sys.stderr)
+        print(
+            f"letterbox bridge: cannot listen on 127.0.0.1 port {bridge.listener.port}: "
+            f"{exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return 1
     if (problem := await bridge.check_server()) is not None:
         log.warning("%s; serving anyway, logins fail until the box answers", problem)
-    announce("\n".join([
-        f"Letterbox bridge for {bridge.address} is listening on 127.0.0.1:{port} (POP3).",
-        "Set up the mail client with:",
-        "  server    127.0.0.1",
-        f"  port      {port}, no encryption (the connection never leaves this computer)",
-        f"  user      {bridge.address}",
-        "  password  the passphrase of the key file",
-        "Stop with Ctrl-C.",
-    ]))
+    announce(
+        "\n".join(
+            [
+                f"Letterbox bridge for {bridge.address} is listening on 127.0.0.1:{port} (POP3).",
+                "Set up the mail client with:",
+                "  server    127.0.0.1",
+                f"  port      {port}, no encryption (the connection never leaves this computer)",
+                f"  user      {bridge.address}",
+                "  password  the passphrase of the key file",
+                "Stop with Ctrl-C.",
+            ]
+        )
+    )
     await stop.wait()
     await bridge.stop()
     return 0
@@ -292,8 +320,11 @@ async def _serve(bridge: Bridge, announce: Callable[[str], None]) -> int:
 
 def run(key_file: Path, server: str, *, port: int = DEFAULT_PORT) -> int:
     """The `letterbox bridge` command; runs until SIGINT/SIGTERM."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         bridge = Bridge(key_file, server, port=port)
     except (verify.KeyFileError, ValueError) as exc:

@@ -81,8 +81,9 @@ class Maildir:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.tmp, self.new, self.cur = root / "tmp", root / "new", root / "cur"
-        self.host = (socket.gethostname() or "localhost").replace("/", r"\057").replace(
-            ":", r"\072")
+        self.host = (
+            (socket.gethostname() or "localhost").replace("/", r"\057").replace(":", r"\072")
+        )
 
     def create(self) -> None:
         made = False
@@ -107,8 +108,9 @@ class Maildir:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise FetchError(f"another `letterbox fetch` is writing to {self.root}"
-                                     ) from None
+                    raise FetchError(
+                        f"another `letterbox fetch` is writing to {self.root}"
+                    ) from None
                 raise
             yield
         finally:
@@ -151,9 +153,15 @@ def _write_plain(meta: crypto.DeliveryMeta, cipher: Path, plain: Path) -> None:
         os.close(fd)
 
 
-async def fetch_mailbox(client: DriveClient, key: crypto.PersonalKey, box_key: VerifyKey,
-                        maildir: Maildir, *, checkpoint: Checkpoint | None = None,
-                        say: Callable[[str], None] = lambda _: None) -> Report:
+async def fetch_mailbox(
+    client: DriveClient,
+    key: crypto.PersonalKey,
+    box_key: VerifyKey,
+    maildir: Maildir,
+    *,
+    checkpoint: Checkpoint | None = None,
+    say: Callable[[str], None] = lambda _: None,
+) -> Report:
     """Fetch every listed message once into `maildir`; see the module docstring."""
     cp: Checkpoint = checkpoint or (lambda step, delivery_id: None)
     report = Report()
@@ -174,8 +182,10 @@ async def fetch_mailbox(client: DriveClient, key: crypto.PersonalKey, box_key: V
                     present.add(entry.id)
                 else:
                     report.gone.append(entry.id)
-                    say(f"message {entry.id} was removed from the box before it could be "
-                        "fetched (evicted: the box's notice in this mailbox says why)")
+                    say(
+                        f"message {entry.id} was removed from the box before it could be "
+                        "fetched (evicted: the box's notice in this mailbox says why)"
+                    )
                     continue
             except verify.Refused as refused:
                 report.refused.append(refused)
@@ -192,8 +202,9 @@ async def fetch_mailbox(client: DriveClient, key: crypto.PersonalKey, box_key: V
     return report
 
 
-async def _fetch_one(client: DriveClient, meta: crypto.DeliveryMeta, maildir: Maildir,
-                     cp: Checkpoint) -> bool:
+async def _fetch_one(
+    client: DriveClient, meta: crypto.DeliveryMeta, maildir: Maildir, cp: Checkpoint
+) -> bool:
     """Steps 2 to 4 for one message; False if the box no longer has it (404)."""
     name = maildir.name(meta)
     cipher = maildir.tmp / f"{name}.cipher"
@@ -209,8 +220,7 @@ async def _fetch_one(client: DriveClient, meta: crypto.DeliveryMeta, maildir: Ma
 
         with open(cipher, "xb") as spool:
             try:
-                size, digest = await client.download(meta.delivery_id, spool,
-                                                     progress=progress)
+                size, digest = await client.download(meta.delivery_id, spool, progress=progress)
             except ApiError as exc:
                 if exc.status != 404:
                     raise
@@ -233,40 +243,61 @@ async def _fetch_one(client: DriveClient, meta: crypto.DeliveryMeta, maildir: Ma
     return True
 
 
-async def _run(key_file: Path, server: str, target: Path, passphrase: str,
-               checkpoint: Checkpoint | None, err: TextIO) -> int:
+async def _run(
+    key_file: Path,
+    server: str,
+    target: Path,
+    passphrase: str,
+    checkpoint: Checkpoint | None,
+    err: TextIO,
+) -> int:
     def say(line: str) -> None:
         print(f"letterbox fetch: {line}", file=err, flush=True)
 
     try:
-        key, address, box_key = await asyncio.to_thread(verify.unlock_key_file, key_file,
-                                                         passphrase)
+        key, address, box_key = await asyncio.to_thread(
+            verify.unlock_key_file, key_file, passphrase
+        )
     except verify.KeyFileError as exc:
         say(str(exc))
         return 1
     maildir = Maildir(target)
     try:
         async with DriveClient(server, key, address) as client:
-            report = await fetch_mailbox(client, key, box_key, maildir, checkpoint=checkpoint,
-                                         say=say)
+            report = await fetch_mailbox(
+                client, key, box_key, maildir, checkpoint=checkpoint, say=say
+            )
     except ServerUnavailable as exc:
         say(f"{exc}; nothing was lost, run fetch again later")
         return EX_TEMPFAIL
     except (ApiError, FetchError, OSError) as exc:
         say(f"{exc}; what was fetched so far is safe, run fetch again")
         return 1
-    print(f"{len(report.fetched)} new message(s) in {target}"
-          + (f"; {len(report.acknowledged_only)} already there, acknowledged"
-             if report.acknowledged_only else ""))
+    print(
+        f"{len(report.fetched)} new message(s) in {target}"
+        + (
+            f"; {len(report.acknowledged_only)} already there, acknowledged"
+            if report.acknowledged_only
+            else ""
+        )
+    )
     if report.refused:
-        say(f"{len(report.refused)} message(s) REFUSED (forged, swapped or damaged); they stay "
-            "on the box, unacknowledged. See above.")
+        say(
+            f"{len(report.refused)} message(s) REFUSED (forged, swapped or damaged); they stay "
+            "on the box, unacknowledged. See above."
+        )
         return 1
     return 0
 
 
-def run(key_file: Path, server: str, target: Path, *, passphrase_stdin: bool = False,
-        checkpoint: Checkpoint | None = None) -> int:
+def run(
+    key_file: Path,
+    server: str,
+    target: Path,
+    *,
+    passphrase_stdin: bool = False,
+    checkpoint: Checkpoint | None = None,
+) -> int:
     """The `letterbox fetch` command; its exit status (0, 1, or 75: try later)."""
     passphrase = verify.read_passphrase(passphrase_stdin)
     return asyncio.run(_run(key_file, server, target, passphrase, checkpoint, sys.stderr))

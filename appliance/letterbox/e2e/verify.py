@@ -45,8 +45,9 @@ class WrongPassphrase(KeyFileError):
     """The key file is fine; the passphrase is not its."""
 
 
-def check_listing(entry: Listed, key: crypto.PersonalKey, box_key: VerifyKey
-                  ) -> crypto.DeliveryMeta:
+def check_listing(
+    entry: Listed, key: crypto.PersonalKey, box_key: VerifyKey
+) -> crypto.DeliveryMeta:
     """Steps 1 and 2: the signed record of a listed message, or Refused."""
     try:
         meta = crypto.open_meta(entry.meta, key.secret, [box_key])
@@ -55,7 +56,9 @@ def check_listing(entry: Listed, key: crypto.PersonalKey, box_key: VerifyKey
     if meta.delivery_id != entry.id or meta.blob_id != entry.blob_id:
         raise Refused(entry.id, "its signed metadata belongs to another message (swapped)")
     if (meta.cipher_hash, meta.stored_size, meta.plain_size) != (
-        entry.cipher_hash, entry.stored_size, entry.plain_size
+        entry.cipher_hash,
+        entry.stored_size,
+        entry.plain_size,
     ):
         raise Refused(entry.id, "the box's listing disagrees with the signed metadata")
     return meta
@@ -64,11 +67,16 @@ def check_listing(entry: Listed, key: crypto.PersonalKey, box_key: VerifyKey
 def check_ciphertext(meta: crypto.DeliveryMeta, size: int, digest: bytes) -> None:
     """Step 3, given what the download measured."""
     if size != meta.stored_size:
-        raise Refused(meta.delivery_id, f"the ciphertext is {size} bytes, the signed size is "
-                                        f"{meta.stored_size} (tampered or truncated)")
+        raise Refused(
+            meta.delivery_id,
+            f"the ciphertext is {size} bytes, the signed size is "
+            f"{meta.stored_size} (tampered or truncated)",
+        )
     if digest != meta.cipher_hash:
-        raise Refused(meta.delivery_id, "the ciphertext hash does not match the signed one "
-                                        "(tampered or damaged blob)")
+        raise Refused(
+            meta.delivery_id,
+            "the ciphertext hash does not match the signed one (tampered or damaged blob)",
+        )
 
 
 def decrypt(meta: crypto.DeliveryMeta, ciphertext: BinaryIO) -> Iterator[bytes]:
@@ -76,9 +84,13 @@ def decrypt(meta: crypto.DeliveryMeta, ciphertext: BinaryIO) -> Iterator[bytes]:
     ciphertext.seek(0)
     total = 0
     try:
-        for chunk in crypto.read_blob(ciphertext, meta.blob_key, meta.blob_id,
-                                      expected_hash=meta.cipher_hash,
-                                      expected_header=meta.blob_header):
+        for chunk in crypto.read_blob(
+            ciphertext,
+            meta.blob_key,
+            meta.blob_id,
+            expected_hash=meta.cipher_hash,
+            expected_header=meta.blob_header,
+        ):
             total += len(chunk)
             if total > meta.plain_size:
                 raise Refused(meta.delivery_id, "longer than its signed size")
@@ -86,8 +98,9 @@ def decrypt(meta: crypto.DeliveryMeta, ciphertext: BinaryIO) -> Iterator[bytes]:
     except crypto.BlobError as exc:
         raise Refused(meta.delivery_id, str(exc)) from None
     if total != meta.plain_size:
-        raise Refused(meta.delivery_id, f"decrypted to {total} bytes, the signed size is "
-                                        f"{meta.plain_size}")
+        raise Refused(
+            meta.delivery_id, f"decrypted to {total} bytes, the signed size is {meta.plain_size}"
+        )
 
 
 # -- key files ---------------------------------------------------------------------------

@@ -83,9 +83,13 @@ def client_key(client: str) -> str:
 class FailureLimiter:
     """Failed logins per client address in a sliding window; bounded memory."""
 
-    def __init__(self, max_failures: int = MAX_FAILURES, window: float = WINDOW,
-                 max_tracked: int = MAX_TRACKED,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_failures: int = MAX_FAILURES,
+        window: float = WINDOW,
+        max_tracked: int = MAX_TRACKED,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_failures = max_failures
         self.window = window
         self.max_tracked = max_tracked
@@ -177,8 +181,10 @@ class DriveAuthenticator:
         if self._decoy is None:
             limits = drive.limits
             self._decoy = await loop.run_in_executor(
-                None, lambda: crypto.Keyring.create(
-                    crypto.new_id(), secrets.token_urlsafe(24), limits)[0]
+                None,
+                lambda: crypto.Keyring.create(crypto.new_id(), secrets.token_urlsafe(24), limits)[
+                    0
+                ],
             )
         await loop.run_in_executor(None, self._decoy.unlock, password)
         return None  # unreachable in practice: the decoy's password is random

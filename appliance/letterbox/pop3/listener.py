@@ -68,8 +68,11 @@ class Pop3Listener:
         if self.port is not None:
             server = await asyncio.start_server(
                 lambda r, w: self._serve(r, w, tls=False),
-                host=self.host or None, port=self.port, limit=READ_LIMIT,
-                reuse_address=True, backlog=128,
+                host=self.host or None,
+                port=self.port,
+                limit=READ_LIMIT,
+                reuse_address=True,
+                backlog=128,
             )
             self._servers.append(server)
             socks = [s.getsockname()[:2] for s in server.sockets]
@@ -80,8 +83,12 @@ class Pop3Listener:
                 raise ValueError("POP3S needs a TLS context")
             server = await asyncio.start_server(
                 lambda r, w: self._serve(r, w, tls=True),
-                host=self.host or None, port=self.tls_port, limit=READ_LIMIT,
-                reuse_address=True, backlog=128, ssl=self._tls_context,
+                host=self.host or None,
+                port=self.tls_port,
+                limit=READ_LIMIT,
+                reuse_address=True,
+                backlog=128,
+                ssl=self._tls_context,
                 ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
             )
             self._servers.append(server)
@@ -95,8 +102,12 @@ class Pop3Listener:
     ) -> None:
         peer = writer.get_extra_info("peername")
         session = Pop3Session(
-            reader, writer, self.options, tls=tls,
-            plaintext_login=self._plaintext_ok(peer), registry=self,
+            reader,
+            writer,
+            self.options,
+            tls=tls,
+            plaintext_login=self._plaintext_ok(peer),
+            registry=self,
         )
         await session.run()
 
@@ -113,8 +124,10 @@ class Pop3Listener:
         if self._stopping:
             return R.SHUTTING_DOWN
         if self._per_address[session.client] >= self.max_connections_per_address:
-            log.warning("refused a connection: %d open from one address already",
-                        self._per_address[session.client])
+            log.warning(
+                "refused a connection: %d open from one address already",
+                self._per_address[session.client],
+            )
             return R.TOO_MANY_CONNECTIONS
         self._per_address[session.client] += 1
         self.sessions.add(session)
@@ -144,8 +157,9 @@ class Pop3Listener:
         if busy:
             log.info("POP3 stopping: %d sessions open, up to %.0f s to finish", busy, grace)
         if not await self._wait_empty(grace):
-            log.warning("POP3: %d sessions still busy after %.0f s; closing them",
-                        len(self.sessions), grace)
+            log.warning(
+                "POP3: %d sessions still busy after %.0f s; closing them", len(self.sessions), grace
+            )
             self.hurry()
             if not await self._wait_empty(UPDATE_WAIT):
                 log.error("POP3: %d sessions did not end", len(self.sessions))

@@ -382,8 +382,7 @@ class Pop3Session:
             self._login_failures += 1
             self._send(R.LOGIN_REFUSED)
             if self._login_failures >= self.options.max_login_failures:
-                log.info("session %s: %d failed logins, closing", self.sid,
-                         self._login_failures)
+                log.info("session %s: %d failed logins, closing", self.sid, self._login_failures)
                 self._closing = True
             return
         except LoginThrottled:
@@ -435,8 +434,7 @@ class Pop3Session:
         try:
             await self.writer.start_tls(context, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
         except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
-            log.info("session %s: TLS handshake failed: %s", self.sid,
-                     exc.__class__.__name__)
+            log.info("session %s: TLS handshake failed: %s", self.sid, exc.__class__.__name__)
             self.writer.transport.abort()
             self._closing = True
             return
@@ -556,17 +554,24 @@ class Pop3Session:
             except (MaildropUnavailable, MessageGone, MessageUnreadable) as exc:
                 # Part of it is on the wire already: ending the response would pass
                 # off a truncated or damaged message as whole. Drop the connection.
-                log.error("session %s: message failed while being sent (%s); "
-                          "dropping the connection", self.sid, exc.__class__.__name__)
+                log.error(
+                    "session %s: message failed while being sent (%s); dropping the connection",
+                    self.sid,
+                    exc.__class__.__name__,
+                )
                 self.writer.transport.abort()
                 self._closing = True
                 return False
             self._write(encoder.finish())
             self.stats.octets += encoder.octets
             if body_lines is None and encoder.octets != entry.size:
-                log.warning("session %s: message %d listed as %d octets, sent %d "
-                            "(line ends made CRLF)", self.sid, i + 1, entry.size,
-                            encoder.octets)
+                log.warning(
+                    "session %s: message %d listed as %d octets, sent %d (line ends made CRLF)",
+                    self.sid,
+                    i + 1,
+                    entry.size,
+                    encoder.octets,
+                )
             return True
         finally:
             await _aclose(stream)
@@ -623,8 +628,11 @@ class Pop3Session:
             try:
                 await maildrop.mark_retrieved(kept)
             except Exception as exc:  # only an eviction preference: not worth an -ERR
-                log.warning("session %s: could not mark messages retrieved (%s)",
-                            self.sid, exc.__class__.__name__)
+                log.warning(
+                    "session %s: could not mark messages retrieved (%s)",
+                    self.sid,
+                    exc.__class__.__name__,
+                )
         self._send(R.BYE_UPDATED, deleted=len(doomed))
 
     # -- ending -----------------------------------------------------------------------------
@@ -676,10 +684,15 @@ class Pop3Session:
         s = self.stats
         who = f" from {self.client}" if self.options.debug else ""
         log.info(
-            "session %s%s closed: %s, %d commands, %d retrieved (%d octets), "
-            "%d deleted, %.2f s",
-            self.sid, who, "TLS" if self.tls else "plain", s.commands, s.retrieved, s.octets,
-            s.deleted, time.monotonic() - s.started,
+            "session %s%s closed: %s, %d commands, %d retrieved (%d octets), %d deleted, %.2f s",
+            self.sid,
+            who,
+            "TLS" if self.tls else "plain",
+            s.commands,
+            s.retrieved,
+            s.octets,
+            s.deleted,
+            time.monotonic() - s.started,
         )
 
 

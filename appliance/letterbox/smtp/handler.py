@@ -205,13 +205,19 @@ class Gateway:
         if self.debug:
             log.info(
                 "stored %s: %d bytes from <%s> for %s, commit %.1f ms",
-                txn.trace, size, txn.mail_from, ", ".join(f"<{r}>" for r in txn.recipients),
+                txn.trace,
+                size,
+                txn.mail_from,
+                ", ".join(f"<{r}>" for r in txn.recipients),
                 (time.monotonic() - began) * 1000,
             )
         else:
             log.info(
                 "stored %s: %d bytes for %d recipient%s, commit %.1f ms",
-                txn.trace, size, len(txn.recipients), "" if len(txn.recipients) == 1 else "s",
+                txn.trace,
+                size,
+                len(txn.recipients),
+                "" if len(txn.recipients) == 1 else "s",
                 (time.monotonic() - began) * 1000,
             )
         return R.STORED
@@ -232,12 +238,19 @@ class Gateway:
     def _log_refused(self, txn: Transaction, reply: Reply, when: str, size: int) -> None:
         if self.debug:
             log.info(
-                "refused %s %s: %d %s, %d bytes from <%s> for %s", txn.trace, when, reply.code,
-                reply.enhanced, size, txn.mail_from, ", ".join(f"<{r}>" for r in txn.recipients),
+                "refused %s %s: %d %s, %d bytes from <%s> for %s",
+                txn.trace,
+                when,
+                reply.code,
+                reply.enhanced,
+                size,
+                txn.mail_from,
+                ", ".join(f"<{r}>" for r in txn.recipients),
             )
         else:
-            log.info("refused %s %s: %d %s, %d bytes", txn.trace, when, reply.code,
-                     reply.enhanced, size)
+            log.info(
+                "refused %s %s: %d %s, %d bytes", txn.trace, when, reply.code, reply.enhanced, size
+            )
 
 
 def _consume(task: asyncio.Future[object]) -> None:

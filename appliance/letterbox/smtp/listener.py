@@ -79,8 +79,9 @@ class SmtpListener:
             return R.SHUTTING_DOWN
         address = _address(session.peer)
         if self._per_address[address] >= self.settings.max_connections_per_address:
-            log.warning("refused a connection: %d open from one address already",
-                        self._per_address[address])
+            log.warning(
+                "refused a connection: %d open from one address already", self._per_address[address]
+            )
             return R.TOO_MANY_CONNECTIONS
         self._per_address[address] += 1
         self.sessions.add(session)
@@ -111,8 +112,9 @@ class SmtpListener:
         if busy:
             log.info("SMTP stopping: %d sessions open, up to %.0f s to finish", busy, grace)
         if not await self._wait_empty(grace):
-            log.warning("SMTP: %d sessions still open after %.0f s; closing them",
-                        len(self.sessions), grace)
+            log.warning(
+                "SMTP: %d sessions still open after %.0f s; closing them", len(self.sessions), grace
+            )
             for session in list(self.sessions):
                 session.force_close()
             if not await self._wait_empty(COMMIT_WAIT):

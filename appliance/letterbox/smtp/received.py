@@ -64,8 +64,10 @@ def received_header(
             f"\t(using {clean(tls.version)} with cipher {clean(tls.cipher)} "
             f"({tls.bits}/{tls.bits} bits))"
         )
-    lines.append(f"\tby {clean(host)} (Letterbox) with {protocol(extended, tls is not None, utf8)}"
-                 f" id {trace}")
+    lines.append(
+        f"\tby {clean(host)} (Letterbox) with {protocol(extended, tls is not None, utf8)}"
+        f" id {trace}"
+    )
     date = email.utils.format_datetime(now or datetime.now().astimezone())
     if len(recipients) == 1:
         lines.append(f"\tfor <{recipients[0]}>; {date}")

@@ -193,7 +193,12 @@ class SmtpSession(SMTP):
         who = f" from {ip_literal(self.peer)}" if self.ctx.debug else ""
         log.info(
             "session %s%s closed: %d stored, %d refused, %d commands, replies %s, %.2f s",
-            self._sid, who, s.stored, s.refused, s.commands, replies or "none",
+            self._sid,
+            who,
+            s.stored,
+            s.refused,
+            s.commands,
+            replies or "none",
             time.monotonic() - s.started,
         )
 
@@ -509,8 +514,9 @@ class SmtpSession(SMTP):
             return
         reply = self.gateway.rcpt(txn, path.address)
         if self.ctx.debug and reply is not R.RECIPIENT_OK:
-            log.info("session %s: RCPT <%s>: %d %s", self._sid, path.address, reply.code,
-                     reply.enhanced)
+            log.info(
+                "session %s: RCPT <%s>: %d %s", self._sid, path.address, reply.code, reply.enhanced
+            )
         self._send(reply)
 
     async def smtp_DATA(self, arg: str) -> None:

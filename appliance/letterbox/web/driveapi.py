@@ -190,8 +190,9 @@ class DriveApi:
         return f"{session.mailbox_id} ({session.address})" if self._debug else session.mailbox_id
 
     @staticmethod
-    def _prune(store: OrderedDict[bytes, Any], now: float, expiry: Callable[[Any], float],
-               limit: int) -> None:
+    def _prune(
+        store: OrderedDict[bytes, Any], now: float, expiry: Callable[[Any], float], limit: int
+    ) -> None:
         # Entries are in issue order with one lifetime, so the expired ones are in front.
         while store and expiry(next(iter(store.values()))) <= now:
             store.popitem(last=False)
@@ -246,11 +247,14 @@ class DriveApi:
             # Refusals cost one signature check whether or not the mailbox exists, so
             # their timing does not tell which addresses do.
             mailbox, key, signed_address = None, _DECOY_KEY, address
-        verified = crypto.verify_challenge(key, signed_address, bytes.fromhex(challenge),
-                                           bytes.fromhex(signature))
+        verified = crypto.verify_challenge(
+            key, signed_address, bytes.fromhex(challenge), bytes.fromhex(signature)
+        )
         if mailbox is None or not verified:
-            log.warning("drive API: login refused: the answer to a challenge does not verify%s",
-                        f" (for {address})" if self._debug else "")
+            log.warning(
+                "drive API: login refused: the answer to a challenge does not verify%s",
+                f" (for {address})" if self._debug else "",
+            )
             raise _unauthorized(
                 "the signature does not answer the challenge with this mailbox's key"
             )
@@ -271,18 +275,22 @@ class DriveApi:
         session = await self._authenticate(request)
         drive = self._open_drive()
         rows = await asyncio.to_thread(drive.list_sealed, session.mailbox_id)
-        return web.json_response({"messages": [
+        return web.json_response(
             {
-                "id": r.id,
-                "blob_id": r.blob_id,
-                "plain_size": r.plain_size,
-                "stored_size": r.stored_size,
-                "received": r.received,
-                "cipher_hash": r.cipher_hash.hex(),
-                "meta": base64.b64encode(r.meta).decode(),
+                "messages": [
+                    {
+                        "id": r.id,
+                        "blob_id": r.blob_id,
+                        "plain_size": r.plain_size,
+                        "stored_size": r.stored_size,
+                        "received": r.received,
+                        "cipher_hash": r.cipher_hash.hex(),
+                        "meta": base64.b64encode(r.meta).decode(),
+                    }
+                    for r in rows
+                ]
             }
-            for r in rows
-        ]})
+        )
 
     @_api
     async def ciphertext(self, request: web.Request) -> web.StreamResponse:
@@ -300,8 +308,9 @@ class DriveApi:
         finally:
             await asyncio.to_thread(fh.close)
 
-    async def _stream(self, request: web.Request, fh: BinaryIO, delivery_id: str
-                      ) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, fh: BinaryIO, delivery_id: str
+    ) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
         size = (await asyncio.to_thread(os.fstat, fh.fileno())).st_size
         resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
@@ -343,8 +352,9 @@ class DriveApi:
         for item in acks:
             if not isinstance(item, dict):
                 raise Refusal(400, "each acknowledgement is {id, cipher_hash, signature}")
-            delivery_id, hash_hex, sig_hex = (item.get(k) for k in ("id", "cipher_hash",
-                                                                    "signature"))
+            delivery_id, hash_hex, sig_hex = (
+                item.get(k) for k in ("id", "cipher_hash", "signature")
+            )
             if not isinstance(delivery_id, str) or not _ID.match(delivery_id):
                 raise Refusal(400, "'id' must be a message id (32 hex digits)")
             if not isinstance(hash_hex, str) or not _HEX64.match(hash_hex):
@@ -352,38 +362,57 @@ class DriveApi:
             if not isinstance(sig_hex, str) or not _HEX128.match(sig_hex):
                 raise Refusal(400, "'signature' must be 128 hex digits")
             cipher_hash = bytes.fromhex(hash_hex)
-            if not crypto.verify_ack(session.identity_key, session.address, delivery_id,
-                                     cipher_hash, bytes.fromhex(sig_hex)):
-                log.warning("drive API: mailbox %s: an acknowledgement is not signed by its key",
-                            self._who(session))
-                raise Refusal(403, f"the acknowledgement of {delivery_id} is not signed by "
-                                   "this mailbox's key; nothing was deleted")
+            if not crypto.verify_ack(
+                session.identity_key,
+                session.address,
+                delivery_id,
+                cipher_hash,
+                bytes.fromhex(sig_hex),
+            ):
+                log.warning(
+                    "drive API: mailbox %s: an acknowledgement is not signed by its key",
+                    self._who(session),
+                )
+                raise Refusal(
+                    403,
+                    f"the acknowledgement of {delivery_id} is not signed by "
+                    "this mailbox's key; nothing was deleted",
+                )
             if wanted.setdefault(delivery_id, cipher_hash) != cipher_hash:
                 raise Refusal(409, f"{delivery_id} is acknowledged with two different hashes")
         drive = self._open_drive()
         deleted, gone = await asyncio.to_thread(_acknowledge, drive, session.mailbox_id, wanted)
-        log.info("drive API: mailbox %s: %d messages acknowledged and deleted",
-                 self._who(session), deleted)
+        log.info(
+            "drive API: mailbox %s: %d messages acknowledged and deleted",
+            self._who(session),
+            deleted,
+        )
         return web.json_response({"deleted": deleted, "already_gone": gone})
 
 
 def _acknowledge(drive: Drive, mailbox_id: str, wanted: dict[str, bytes]) -> tuple[int, int]:
     """Delete the batch if every hash matches; otherwise nothing (409). Runs in a thread."""
     if len(wanted) == 1:  # what fetch sends: one indexed lookup, not a listing
-        (delivery_id, cipher_hash), = wanted.items()
+        ((delivery_id, cipher_hash),) = wanted.items()
         try:
             drive.sealed_meta(mailbox_id, delivery_id)
         except MailboxNotFound:
             return 0, 1
         if not drive.acknowledge(mailbox_id, delivery_id, cipher_hash):
-            raise Refusal(409, f"the hash does not match the stored ciphertext of {delivery_id}; "
-                               "nothing was deleted")
+            raise Refusal(
+                409,
+                f"the hash does not match the stored ciphertext of {delivery_id}; "
+                "nothing was deleted",
+            )
         return 1, 0
     stored = {s.id: s.cipher_hash for s in drive.list_sealed(mailbox_id)}
     bad = [i for i, h in wanted.items() if i in stored and stored[i] != h]
     if bad:
-        raise Refusal(409, f"the hash does not match the stored ciphertext of {', '.join(bad)}; "
-                           "nothing was deleted")
+        raise Refusal(
+            409,
+            f"the hash does not match the stored ciphertext of {', '.join(bad)}; "
+            "nothing was deleted",
+        )
     present = [i for i in wanted if i in stored]
     deleted = drive.delete(mailbox_id, present) if present else 0
     return deleted, len(wanted) - deleted
@@ -410,12 +439,14 @@ async def _json(request: web.Request) -> dict[str, Any]:
 DRIVE_API: web.AppKey[DriveApi] = web.AppKey("drive_api", DriveApi)
 
 
-def setup(app: web.Application, drive: DriveGetter, *, debug: bool = False,
-          **options: Any) -> DriveApi:
+def setup(
+    app: web.Application, drive: DriveGetter, *, debug: bool = False, **options: Any
+) -> DriveApi:
     """Mount the drive API into `app` (the web server's, shared with the setup page)."""
     api = DriveApi(drive, debug=debug, **options)
     api.register(app)
     app[DRIVE_API] = api
     return api
+
 
 __all__ = ["DRIVE_API", "PREFIX", "DriveApi", "Refusal", "setup"]

@@ -38,8 +38,9 @@ def listen_address(settings: WebSettings, *, dev: bool) -> tuple[str, int]:
 class WebServer:
     """The aiohttp application and its runner: start() listens, stop() drains and closes."""
 
-    def __init__(self, *, host: str, port: int, debug: bool = False,
-                 shutdown_grace: float = SHUTDOWN_GRACE) -> None:
+    def __init__(
+        self, *, host: str, port: int, debug: bool = False, shutdown_grace: float = SHUTDOWN_GRACE
+    ) -> None:
         self.host = host
         self.port = port
         self.app = web.Application()
