@@ -35,6 +35,7 @@ SMTP_PORT = 25
 DEV_SMTP_PORT = 2525  # DESIGN.md, "One process": the `make run` ports
 POP3_PORT, POP3S_PORT = 110, 995
 DEV_POP3_PORT, DEV_POP3S_PORT = 1110, 1995
+SWITCH_INTERVAL = 0.0002  # seconds; see run_appliance
 SAMPLE_MAILBOX = "postmaster@letterbox.test"  # .test is reserved (RFC 2606): never real mail
 
 
@@ -287,4 +288,9 @@ async def _main(app: Appliance) -> int:
 def run_appliance(cfg: config.Config, data_dir: Path, *, dev: bool) -> int:
     """Run until SIGINT/SIGTERM; the exit status for the CLI."""
     setup_logging(cfg)
+    # The event loop and the drive's committer thread hand the GIL back and forth on
+    # every message; at the default 5 ms interval each handoff can stall a commit or
+    # a reply that long. 0.2 ms took 20 sessions of 2 KB mail from ~870 to ~1,020
+    # messages/s here (bench/RESULTS.md).
+    sys.setswitchinterval(SWITCH_INTERVAL)
     return asyncio.run(_main(Appliance(cfg, data_dir, dev=dev)))

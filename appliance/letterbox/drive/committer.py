@@ -1,9 +1,22 @@
-"""Group commit: concurrent deliveries share one index transaction and one round of fsyncs.
+"""Group commit, pipelined: one sync makes one batch's blobs and the previous batch's index
+durable at once.
 
-A single committer thread takes everything that queued up while the previous
-batch was on its way to disk, and applies it as one batch. Under load the cost of
-an fsync is paid per batch, not per message, and a lone delivery waits for no
-timer. With batching off each item is its own batch (for comparison in bench/).
+A single committer thread takes everything that queued up while it was busy and
+runs it as one batch. Each turn of its loop:
+
+1. `stage(batch)`: each blob goes under its final name (written, not yet durable);
+2. `sync()`: one flush makes *this* batch's blobs durable, and also the index
+   transaction of the *previous* batch, which was written but not synced; the
+   previous batch's senders are told now;
+3. `index(batch)`: this batch's index transaction commits (durable at the next
+   turn's sync, which comes at once: the loop does not wait for new work while
+   something is unsynced).
+
+So a blob is always durable before the index row that names it, every success is
+reported only after both are durable, and under load each batch costs one sync
+instead of two. A lone delivery still takes two syncs, waiting for no timer.
+Failures are reported at once. With batching off every item is its own batch
+(for comparison in bench/).
 """
 
 from __future__ import annotations
@@ -16,23 +29,29 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+E = TypeVar("E")
 
 MAX_BATCH = 256
 _STOP = object()
 
 
-class GroupCommitter(Generic[T, R]):
+class GroupCommitter(Generic[T, R, E]):
     def __init__(
         self,
-        apply: Callable[[Sequence[T]], Sequence[R | BaseException]],
+        stage: Callable[[Sequence[T]], list[E | None]],
+        sync: Callable[[], None],
+        index: Callable[[Sequence[T], list[E | BaseException | None]], Sequence[R | BaseException]],
         *,
         batching: bool = True,
         name: str = "letterbox-commit",
     ) -> None:
-        self._apply = apply
+        self._stage = stage
+        self._sync = sync
+        self._index = index
         self._max = MAX_BATCH if batching else 1
         self._queue: queue.SimpleQueue[tuple[T, Future[R]] | object] = queue.SimpleQueue()
         self._closed = False
+        self._stopping = False
         self._lock = threading.Lock()
         self.batches = 0  # figures for bench/ and tests
         self.items = 0
@@ -56,31 +75,50 @@ class GroupCommitter(Generic[T, R]):
             self._queue.put(_STOP)
         self._thread.join()
 
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            batch = [first]
-            while len(batch) < self._max:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stopping = True
-                    break
-                batch.append(nxt)
-            # A future cancelled while queued still gets its item applied (the
-            # delivery is already on its way to disk; dropping it would orphan its
-            # blob), but nobody is told: set_running_or_notify_cancel says so.
-            items = [b[0] for b in batch]  # type: ignore[index]
-            futures = [b[1] for b in batch]  # type: ignore[index]
-            live = [f.set_running_or_notify_cancel() for f in futures]
+    def _take(self, block: bool) -> list[tuple[T, Future[R]]]:
+        batch: list[tuple[T, Future[R]]] = []
+        while len(batch) < self._max:
             try:
-                results: Sequence[R | BaseException] = self._apply(items)
-            except BaseException as exc:  # a failed batch fails each of its items
+                got = self._queue.get(block=block and not batch and not self._stopping)
+            except queue.Empty:
+                break
+            if got is _STOP:
+                self._stopping = True
+                continue
+            batch.append(got)  # type: ignore[arg-type]
+        return batch
+
+    def _run(self) -> None:
+        unsynced: list[tuple[Future[R], R]] = []  # indexed, told once the next sync is done
+        while True:
+            batch = self._take(block=not unsynced)
+            if not batch and not unsynced and self._stopping:
+                return
+            items = [b[0] for b in batch]
+            # A future cancelled while queued still gets its item stored (dropping it
+            # would orphan its blob), but nobody is told.
+            futures = [b[1] for b in batch]
+            live = [f.set_running_or_notify_cancel() for f in futures]
+            errors: list[E | BaseException | None]
+            try:
+                errors = list(self._stage(items)) if items else []
+            except BaseException as exc:
+                errors = [exc] * len(items)
+            try:
+                self._sync()
+                sync_error: BaseException | None = None
+            except BaseException as exc:
+                sync_error = exc
+            for fut, res in unsynced:
+                _settle(fut, sync_error or res)
+            unsynced = []
+            if not items:
+                continue
+            if sync_error is not None:
+                errors = [sync_error] * len(items)
+            try:
+                results: Sequence[R | BaseException] = self._index(items, errors)
+            except BaseException as exc:
                 results = [exc] * len(items)
             self.batches += 1
             self.items += len(items)
@@ -88,6 +126,13 @@ class GroupCommitter(Generic[T, R]):
                 if not alive:
                     continue
                 if isinstance(res, BaseException):
-                    fut.set_exception(res)
+                    _settle(fut, res)  # a refusal needs no sync to be told
                 else:
-                    fut.set_result(res)
+                    unsynced.append((fut, res))
+
+
+def _settle(fut: Future[R], outcome: R | BaseException) -> None:
+    if isinstance(outcome, BaseException):
+        fut.set_exception(outcome)
+    else:
+        fut.set_result(outcome)

@@ -27,6 +27,7 @@ from letterbox.drive.errors import (
     StorageFull,
 )
 from letterbox.drive.headers import HeaderSniffer
+from letterbox.drive.layout import Layout
 from letterbox.drive.records import MailboxInfo
 
 if TYPE_CHECKING:
@@ -45,8 +46,9 @@ class SpillBuffer:
     large message still never holds more than SPILL_AT bytes in memory.
     """
 
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
+    def __init__(self, layout: Layout, blob_id: str) -> None:
+        self._layout = layout
+        self._blob_id = blob_id
         self.memory: bytearray | None = bytearray()
         self.file: BinaryIO | None = None
 
@@ -61,6 +63,10 @@ class SpillBuffer:
             self.file = open(fd, "wb", buffering=WRITE_BUFFER)  # noqa: SIM115
             self.file.write(self.memory)
             self.memory = None
+
+    @property
+    def tmp(self) -> Path:
+        return self._layout.blob_tmp(self._blob_id)
 
     def flush(self) -> None:
         if self.file is not None:
@@ -132,7 +138,7 @@ class Delivery:
         self._key = crypto.new_blob_key()
         self._sniffer = HeaderSniffer()
         self._state = "open"
-        self._buffer = SpillBuffer(drive.layout.blob_tmp(self.blob_id))
+        self._buffer = SpillBuffer(drive.layout, self.blob_id)
         self._writer = crypto.BlobWriter(self._buffer, self._key, self.blob_id)  # type: ignore[arg-type]
 
     @property
@@ -142,7 +148,7 @@ class Delivery:
 
     def add_recipient(self, address: str, size_hint: int | None = None) -> MailboxInfo:
         """Accept one recipient, or say why not: unknown, or can never fit its quota."""
-        mailbox = self._drive.find_mailbox(address)
+        mailbox = self._drive.recipient(address)
         if mailbox is None:
             raise MailboxNotFound(f"no mailbox for {address}")
         if size_hint is not None and crypto.blob_stored_size(size_hint) > mailbox.quota:

@@ -1,4 +1,9 @@
-"""The index: SQLite in WAL mode with synchronous=FULL, so a commit is on disk when it returns.
+"""The index: SQLite in WAL mode with synchronous=NORMAL, made durable by the drive itself.
+
+NORMAL keeps the index consistent through any crash (SQLite syncs the WAL before
+each checkpoint); durability of each commit comes from the drive, which syncs
+after committing and before telling anyone (store.py, committer.py) so that one
+sync can serve a batch's blobs and the previous batch's index at once.
 
 Only ids, sizes, times, flags, hashes of ciphertext and sealed (encrypted) values
 are stored here; see the README's list of what stays plaintext on the drive.
@@ -83,7 +88,7 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if create and version == 0:

@@ -29,47 +29,26 @@ BLOB_NAME = re.compile(r"^[0-9a-f]{32}$")
 TMP_NAME = re.compile(r"^[0-9a-f]{32}\.tmp$")
 
 
-@dataclass(frozen=True)
 class Layout:
-    root: Path  # the mount point (or directory) of the drive
+    """Paths on one drive. Computed once: blob paths are made per message on the hot path."""
 
-    @property
-    def base(self) -> Path:
-        return self.root / "letterbox"
-
-    @property
-    def identity(self) -> Path:
-        return self.base / "DRIVE"
-
-    @property
-    def index(self) -> Path:
-        return self.base / "index.sqlite3"
-
-    @property
-    def blobs(self) -> Path:
-        return self.base / "blobs"
-
-    @property
-    def tmp(self) -> Path:
-        return self.blobs / "tmp"
-
-    @property
-    def keys(self) -> Path:
-        return self.base / "keys"
-
-    @property
-    def queue(self) -> Path:
-        return self.base / "queue"
-
-    @property
-    def open_marker(self) -> Path:
-        return self.base / "OPEN"
+    def __init__(self, root: Path) -> None:
+        self.root = root  # the mount point (or directory) of the drive
+        self.base = root / "letterbox"
+        self.identity = self.base / "DRIVE"
+        self.index = self.base / "index.sqlite3"
+        self.blobs = self.base / "blobs"
+        self.tmp = self.blobs / "tmp"
+        self.keys = self.base / "keys"
+        self.queue = self.base / "queue"
+        self.open_marker = self.base / "OPEN"
+        self._blobs = str(self.blobs)
 
     def blob(self, blob_id: str) -> Path:
-        return self.blobs / blob_id[:2] / blob_id
+        return Path(f"{self._blobs}/{blob_id[:2]}/{blob_id}")
 
     def blob_tmp(self, blob_id: str) -> Path:
-        return self.tmp / f"{blob_id}.tmp"
+        return Path(f"{self._blobs}/tmp/{blob_id}.tmp")
 
     def keyring(self, mailbox_id: str) -> Path:
         return self.keys / f"{mailbox_id}.json"

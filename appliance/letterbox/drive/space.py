@@ -50,6 +50,7 @@ class Batch:
     unlink: list[str] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
     freed: int = 0  # bytes that unlinking will free, for the reserve check
+    free: int | None = None  # the filesystem's free bytes, read once per batch
 
     def mark(self) -> tuple[int, int, int]:
         return len(self.unlink), len(self.created), self.freed
@@ -263,7 +264,9 @@ class Space:
         is never evicted to make room for itself.
         """
         reserve = self.settings.reserve
-        short = reserve - (self.free_bytes() + batch.freed)
+        if batch.free is None:  # one statvfs per batch: its blobs are all written by now
+            batch.free = self.free_bytes()
+        short = reserve - (batch.free + batch.freed)
         if short > 0:
             short += NOTICE_ALLOWANCE  # the notice written below needs room too
         for mailbox, _, _ in req.rows:

@@ -9,22 +9,25 @@ Protocols see only this interface (DESIGN.md, "The drive"):
 * reading: ``list()`` → ``open_message()`` (streaming decryption with the key a
   login unwrapped) → ``delete()`` of a batch, atomically.
 
-Durability order for a commit batch: blobs written to ``blobs/tmp``, renamed into
-``blobs/xx/`` and made durable (one syncfs when the drive is a filesystem of its
-own, else fsync of each blob and its directory), then the index transaction
-commits. A crash at any point leaves at worst a temporary or an orphan blob,
-which ``_recover()`` removes at the next open, so index and blobs always agree.
+Durability order for a commit batch (pipelined, see committer.py): blobs go under
+their final names in ``blobs/xx/`` (large ones via ``blobs/tmp``), a sync makes
+them durable (one syncfs when the drive is a filesystem of its own, else fsync of
+each blob, its directory and the index's WAL), then the index transaction
+commits, and the next sync makes that durable before anyone is told. A crash at
+any point leaves at worst a temporary or an orphan blob, which ``_recover()``
+removes at the next open, so index and blobs always agree.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
@@ -59,16 +62,6 @@ from letterbox.fsutil import fsync_dir, syncfs, write_atomic
 log = logging.getLogger(__name__)
 
 
-def _attempt(
-    fn: Callable[[CommitRequest, bool], None], req: CommitRequest, sync: bool
-) -> BaseException | None:
-    try:
-        fn(req, sync)
-    except BaseException as exc:
-        return exc
-    return None
-
-
 class Drive:
     """An open drive. Thread-safe: protocols call it from the event loop and executors."""
 
@@ -96,16 +89,22 @@ class Drive:
         self._lock = threading.RLock()
         self._reader = index.connect_reader(lay.index)
         self._read_lock = threading.Lock()
-        self._addresses: dict[str, str] = {}  # normalized address -> mailbox id
-        self._by_id: dict[str, str] = {}  # mailbox id -> normalized address
+        # Copy on write, read without a lock: address -> mailbox id, and mailbox id ->
+        # its identity and quota (usage figures in these snapshots are not kept current).
+        self._addresses: dict[str, str] = {}
+        self._known: dict[str, MailboxInfo] = {}
         self._last_expire = 0.0
         self._sync_fd = os.open(lay.base, os.O_RDONLY | os.O_DIRECTORY)
         sync = settings.sync
         self._syncfs = sync == "syncfs" or (sync == "auto" and os.path.ismount(lay.root))
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="letterbox-sync")
         self.recovery = RecoveryReport()
-        self._committer: GroupCommitter[CommitRequest, list[str]] = GroupCommitter(
-            self._apply_batch, batching=settings.group_commit
+        self._unsynced_files: list[int] = []  # fsync mode: staged blobs not yet synced
+        self._unsynced_dirs: set[str] = set()
+        self._unlink_after_sync: list[str] = []
+        self._wal = f"{lay.index}-wal"
+        self._committer: GroupCommitter[CommitRequest, list[str], DriveError] = GroupCommitter(
+            self._stage, self._sync, self._index, batching=settings.group_commit
         )
         self._space = Space(conn, lay, keys, settings, hostname)
         self._closed = False
@@ -189,18 +188,23 @@ class Drive:
         self.close()
 
     def _load_addresses(self) -> None:
-        rows = self._conn.execute("SELECT id, address_sealed FROM mailboxes").fetchall()
-        addresses = {}
-        for mailbox_id, sealed in rows:
+        rows = self._conn.execute(
+            "SELECT id, address_sealed, public_key, quota, end_to_end, auth_key FROM mailboxes"
+        ).fetchall()
+        known = {}
+        for mailbox_id, sealed, public_key, quota, e2e, auth_key in rows:
             try:
-                addresses[crypto.unseal(self.keys.sealing, sealed).decode()] = mailbox_id
+                address = crypto.unseal(self.keys.sealing, sealed).decode()
             except crypto.MetaError:
                 raise DriveFormatError(
                     "this drive's mailboxes were sealed by another box's key: "
                     "restore that box's keys (box/keys.json) to use the drive here"
                 ) from None
-        self._addresses = addresses
-        self._by_id = {i: a for a, i in addresses.items()}
+            known[mailbox_id] = MailboxInfo(
+                mailbox_id, address, public_key, quota, 0, 0, bool(e2e), auth_key
+            )
+        self._known = known
+        self._addresses = {info.address: i for i, info in known.items()}
 
     def _recover(self) -> RecoveryReport:
         """Remove what a crash can leave behind, so index and blobs agree again."""
@@ -267,6 +271,7 @@ class Drive:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
+        """A write outside the commit pipeline, durable when the block is left."""
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -274,6 +279,7 @@ class Drive:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
+        self._sync_index()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -330,9 +336,11 @@ class Drive:
                         int(time.time()),
                     ),
                 )
-            # Copy on write: lookups read these dicts without a lock.
+            info = MailboxInfo(
+                mailbox_id, addr, ring.public_key, quota, 0, 0, ring.end_to_end, identity_key
+            )
+            self._known = {**self._known, mailbox_id: info}
             self._addresses = {**self._addresses, addr: mailbox_id}
-            self._by_id = {**self._by_id, mailbox_id: addr}
         return self.mailbox(mailbox_id), code
 
     def mailbox(self, mailbox_id: str) -> MailboxInfo:
@@ -343,9 +351,10 @@ class Drive:
                 "WHERE id = ?",
                 (mailbox_id,),
             ).fetchone()
-        address = self._by_id.get(mailbox_id)
-        if row is None or address is None:
+        known = self._known.get(mailbox_id)
+        if row is None or known is None:
             raise MailboxNotFound(f"no mailbox with id {mailbox_id}")
+        address = known.address
         return MailboxInfo(
             mailbox_id, address, row[0], row[1], row[2], row[3], bool(row[4]), row[5]
         )
@@ -357,6 +366,16 @@ class Drive:
             return None
         mailbox_id = self._addresses.get(addr)
         return None if mailbox_id is None else self.mailbox(mailbox_id)
+
+    def recipient(self, address: str) -> MailboxInfo | None:
+        """The mailbox for an address, from memory: identity, keys and quota, without
+        usage figures. For the delivery path, where a query per RCPT would cost."""
+        self._check_open()
+        try:
+            mailbox_id = self._addresses.get(normalize_address(address))
+        except ValueError:
+            return None
+        return None if mailbox_id is None else self._known.get(mailbox_id)
 
     def mailboxes(self) -> list[MailboxInfo]:
         return [self.mailbox(i) for _, i in sorted(self._addresses.items())]
@@ -388,8 +407,14 @@ class Drive:
         return code
 
     def set_quota(self, mailbox_id: str, quota: int) -> None:
-        with self._lock, self._transaction():
-            self._conn.execute("UPDATE mailboxes SET quota = ? WHERE id = ?", (quota, mailbox_id))
+        with self._lock:
+            with self._transaction():
+                self._conn.execute(
+                    "UPDATE mailboxes SET quota = ? WHERE id = ?", (quota, mailbox_id)
+                )
+            info = self._known.get(mailbox_id)
+            if info is not None:
+                self._known = {**self._known, mailbox_id: dataclasses.replace(info, quota=quota)}
 
     # -- delivery ----------------------------------------------------------------------
 
@@ -413,65 +438,100 @@ class Drive:
             raise
         return delivery.commit()
 
-    def _place_blobs(self, requests: Sequence[CommitRequest]) -> list[DriveError | None]:
-        """Move finished blobs into place durably; per request, None or why it failed.
+    # -- the commit pipeline (run by the committer thread, see committer.py) ---------------
 
-        On a drive that is a filesystem of its own (the appliance's USB drive), one
-        syncfs(2) makes every blob and rename of the batch durable at once, where
-        per-file fsyncs cost two journal commits per message. On a directory inside
-        a shared filesystem (development) syncfs would flush other programs' data
-        too, so each blob is fsync'd, renamed and its directory fsync'd, in parallel.
-        """
-        errors: list[DriveError | None] = [None] * len(requests)
-
-        def place(req: CommitRequest, sync: bool) -> None:
-            final = self.layout.blob(req.blob_id)
-            buf = req.buffer
-            if buf.memory is not None:  # small: straight to its final name, no rename
-                fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with open(fd, "wb") as fh:
-                    fh.write(buf.memory)
-                    fh.flush()
-                    if sync:
-                        os.fsync(fd)
-                buf.memory = None
-            else:
-                assert buf.file is not None
-                try:
-                    if sync:
-                        os.fsync(buf.file.fileno())
-                finally:
-                    buf.file.close()
-                os.rename(buf.tmp, final)
-            if sync:
-                fsync_dir(final.parent)
-
-        per_file = not self._syncfs
-        if per_file and len(requests) > 1:
-            outcomes = [self._pool.submit(place, r, True) for r in requests]
-            failures = [f.exception() for f in outcomes]
-        else:
-            failures = [_attempt(place, r, per_file) for r in requests]
-        for i, failure in enumerate(failures):
-            if isinstance(failure, OSError):
-                errors[i] = io_error(failure)
-            elif failure is not None:
-                raise failure
-        if self._syncfs:
+    def _stage(self, requests: Sequence[CommitRequest]) -> list[DriveError | None]:
+        """Put each finished blob under its final name; durable only after `_sync`."""
+        errors: list[DriveError | None] = []
+        for req in requests:
             try:
-                syncfs(self._sync_fd)
+                self._place(req)
+                errors.append(None)
             except OSError as exc:
-                errors = [io_error(exc)] * len(requests)
-        for req, error in zip(requests, errors, strict=True):
-            if error is not None:
                 req.buffer.discard()
                 with contextlib.suppress(OSError):
                     os.unlink(self.layout.blob(req.blob_id))
+                errors.append(io_error(exc))
         return errors
 
-    def _apply_batch(self, requests: Sequence[CommitRequest]) -> list[list[str] | BaseException]:
-        """Make a batch durable: blobs into place and synced, then one index transaction."""
-        results: list[list[str] | BaseException | None] = list(self._place_blobs(requests))
+    def _place(self, req: CommitRequest) -> None:
+        final = self.layout.blob(req.blob_id)
+        buf = req.buffer
+        if buf.memory is not None:  # small: straight to its final name, no rename
+            fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(buf.memory)
+                while view:
+                    view = view[os.write(fd, view) :]
+            except BaseException:
+                os.close(fd)
+                raise
+            buf.memory = None
+        else:
+            assert buf.file is not None
+            fd = os.dup(buf.file.fileno())
+            buf.file.close()
+            try:
+                os.rename(buf.tmp, final)
+            except BaseException:
+                os.close(fd)
+                raise
+        if self._syncfs:
+            os.close(fd)
+        else:
+            self._unsynced_files.append(fd)
+            self._unsynced_dirs.add(str(final.parent))
+
+    def _sync(self) -> None:
+        """Make everything staged and indexed so far durable, then unlink what the index
+        no longer names (never before: a crash must not leave a row without its blob).
+
+        On a drive that is a filesystem of its own (the appliance's USB drive) one
+        syncfs(2) does it all. On a directory in a shared filesystem (development)
+        syncfs would flush other programs' writes too, so the new blobs, their
+        directories and the index's WAL are fsync'd, in parallel.
+        """
+        if self._syncfs:
+            syncfs(self._sync_fd)
+        else:
+            files, self._unsynced_files = self._unsynced_files, []
+            dirs, self._unsynced_dirs = self._unsynced_dirs, set()
+            try:
+                jobs = [self._pool.submit(os.fsync, fd) for fd in files]
+                jobs += [self._pool.submit(fsync_dir, Path(d)) for d in dirs]
+                self._fsync_wal()
+                for job in jobs:
+                    job.result()
+            finally:
+                for fd in files:
+                    os.close(fd)
+        unlink, self._unlink_after_sync = self._unlink_after_sync, []
+        self._unlink(unlink)
+
+    def _fsync_wal(self) -> None:
+        try:
+            fd = os.open(self._wal, os.O_RDONLY)
+        except FileNotFoundError:  # checkpointed and gone: SQLite synced the database
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _sync_index(self) -> None:
+        """Durability for a write outside the commit pipeline (delete, mailbox changes)."""
+        if self._syncfs:
+            syncfs(self._sync_fd)
+        else:
+            self._fsync_wal()
+
+    def _index(
+        self,
+        requests: Sequence[CommitRequest],
+        errors: list[DriveError | BaseException | None],
+    ) -> list[list[str] | BaseException]:
+        """One index transaction for the batch, each delivery under its own savepoint."""
+        results: list[list[str] | BaseException | None] = list(errors)
         batch = Batch()
         with self._lock:
             try:
@@ -497,10 +557,14 @@ class Drive:
                 err = DriveUnavailable(f"the index could not commit: {exc}")
                 results = [r if isinstance(r, BaseException) else err for r in results]
                 self._unlink(batch.rolled_back_to((0, 0, 0)))
-        for req, res in zip(requests, results, strict=True):
-            if isinstance(res, BaseException):
-                batch.unlink.append(req.blob_id)
-        self._unlink(batch.unlink)
+        # Blobs the index never took are nobody's: remove them now. Blobs of evicted
+        # deliveries wait until this transaction is durable.
+        self._unlink(
+            req.blob_id
+            for req, res in zip(requests, results, strict=True)
+            if isinstance(res, BaseException)
+        )
+        self._unlink_after_sync += batch.unlink
         return results  # type: ignore[return-value]
 
     def _insert(self, req: CommitRequest, batch: Batch) -> list[str]:

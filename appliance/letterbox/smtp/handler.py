@@ -211,8 +211,8 @@ class Gateway:
                 ", ".join(f"<{r}>" for r in txn.recipients),
                 (time.monotonic() - began) * 1000,
             )
-        else:
-            log.info(
+        else:  # per message only at debug level: the session's close line counts them
+            log.debug(
                 "stored %s: %d bytes for %d recipient%s, commit %.1f ms",
                 txn.trace,
                 size,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -68,10 +69,22 @@ def received_header(
         f"\tby {clean(host)} (Letterbox) with {protocol(extended, tls is not None, utf8)}"
         f" id {trace}"
     )
-    date = email.utils.format_datetime(now or datetime.now().astimezone())
+    date = email.utils.format_datetime(now) if now is not None else _date_now()
     if len(recipients) == 1:
         lines.append(f"\tfor <{recipients[0]}>; {date}")
     else:
         lines.append(f"\t; {date}")
     charset = "utf-8" if utf8 else "ascii"
     return ("\r\n".join(lines) + "\r\n").encode(charset, "replace")
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _date_now() -> str:
+    """The RFC 5322 date of this second; formatted once a second, not once a message."""
+    global _date_cache
+    second = int(time.time())
+    if _date_cache[0] != second:
+        _date_cache = (second, email.utils.format_datetime(datetime.now().astimezone()))
+    return _date_cache[1]
