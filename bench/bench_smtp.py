@@ -64,7 +64,8 @@ from peers.smtp_source import Load, run_load
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
-SAVED = HERE / "out" / "bench_smtp.json"
+OUT = HERE / "out"
+SAVED = OUT / "bench_smtp.json"
 SECTION = "## SMTP (issue 3)"
 DOMAIN = "bench.test"
 LOCAL = "bench"
@@ -657,6 +658,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="track processes by process tree even where a cgroup is possible",
     )
+    p.add_argument(
+        "--shared-fs",
+        action="store_true",
+        help="store mail in directories of the root filesystem instead of a dedicated ext4 "
+        "filesystem per server (as the appliance's USB drive is)",
+    )
     return p.parse_args(argv)
 
 
@@ -677,6 +684,25 @@ def preflight(servers: list[str]) -> tuple[list[str], list[str]]:
         else:
             runnable.append(name)
     return runnable, problems
+
+
+@contextlib.contextmanager
+def dedicated_filesystem(mountpoint: Path, size: str = "8G") -> Iterator[Path]:
+    """A fresh ext4 filesystem mounted at `mountpoint` (a sparse image on a loop device)."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    OUT.mkdir(exist_ok=True)
+    image = Path(tempfile.mkstemp(dir=OUT, prefix="fs-", suffix=".img")[1])
+    try:
+        subprocess.run(["truncate", "-s", size, str(image)], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+        subprocess.run(["mount", "-o", "loop", str(image), str(mountpoint)], check=True)
+        try:
+            mountpoint.chmod(0o755)
+            yield mountpoint
+        finally:
+            subprocess.run(["umount", str(mountpoint)], check=False)
+    finally:
+        image.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -721,6 +747,14 @@ def run_all(args: argparse.Namespace) -> Run:
         factory.method,
         args.repeat,
         notes=list(problems),
+    )
+    info.notes.append(
+        "Storage: the root filesystem for every server (--shared-fs)."
+        if args.shared_fs
+        else "Storage: for each measurement a fresh ext4 filesystem of its own (an 8 GiB sparse "
+        "image on a loop device, the same disk), as the appliance's USB drive is: Letterbox's "
+        "drive directory is its mount point (so Letterbox makes each commit batch durable with "
+        "one syncfs), and each peer's whole state directory (queue, Maildir) is one."
     )
     print(f"{info.machine}\n{info.versions}\nCPU accounting: {info.cpu_method}", flush=True)
     run = Run(info, loads, {}, problems=problems)
@@ -824,9 +858,16 @@ def run_one(
             print(f"(machine busy: other processes use {share:.0%} of it)", end=" ", flush=True)
     root = state / f"{load.key}-{name}-{rep}"
     root.mkdir()
-    subject = FACTORIES[name](root, factory.new(f"{load.key}-{name}-{rep}"))
-    print(f"{load.title}, run {rep}/{args.repeat}: {LABELS[name]} ...", end=" ", flush=True)
-    r = measure(subject, load, root, args.sample_interval)
+    # Where the mail is stored: as on the appliance, a filesystem of its own (a USB
+    # drive: here an ext4 image on a loop device), for Letterbox's drive and for each
+    # peer's whole state alike; or, with --shared-fs, a directory of the root filesystem.
+    store = root / "data" / "drive" if name == "letterbox" else root
+    with contextlib.ExitStack() as stack:
+        if not args.shared_fs:
+            stack.enter_context(dedicated_filesystem(store))
+        subject = FACTORIES[name](root, factory.new(f"{load.key}-{name}-{rep}"))
+        print(f"{load.title}, run {rep}/{args.repeat}: {LABELS[name]} ...", end=" ", flush=True)
+        r = measure(subject, load, root, args.sample_interval)
     print(
         f"{r.rate:,.1f} msgs/s, {r.seconds:.2f} s, "
         f"PSS {_mb(r.peak_pss_kib)} MB ({r.samples} samples), "
