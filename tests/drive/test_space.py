@@ -253,3 +253,57 @@ def test_files_on_the_drive_are_private_to_the_box(drive: Drive, data_dir: Path)
     for path in [base / "index.sqlite3", *base.glob("blobs/*/*"), *base.glob("keys/*")]:
         if path.is_file():
             assert path.stat().st_mode & 0o077 == 0, path
+
+
+def _bulk_fill(drive: Drive, mailbox_id: str, count: int, stored: int) -> None:
+    """Index `count` deliveries directly (their blob files are not needed to evict them)."""
+    conn = sqlite3.connect(drive.layout.index)
+    base = count << 40  # distinct ids for each call on the same drive
+    rows = [(f"{base + i:032x}", f"{base + i + (1 << 100):032x}") for i in range(count)]
+    with conn:
+        conn.executemany(
+            "INSERT INTO blobs (id, stored_size, cipher_hash, refs) VALUES (?, ?, zeroblob(32), 1)",
+            [(b, stored) for b, _ in rows],
+        )
+        conn.executemany(
+            "INSERT INTO deliveries (id, mailbox_id, blob_id, plain_size, stored_size, received, "
+            "meta) VALUES (?, ?, ?, ?, ?, ?, zeroblob(300))",
+            [
+                (d, mailbox_id, b, stored, stored, 1_700_000_000 + i)
+                for i, (b, d) in enumerate(rows)
+            ],
+        )
+        conn.execute(
+            "UPDATE mailboxes SET used = ?, messages = ? WHERE id = ?",
+            (count * stored, count, mailbox_id),
+        )
+    conn.close()
+
+
+def _steps_to_deliver_evicting(open_drive, count: int) -> int:  # type: ignore[no-untyped-def]
+    """SQLite virtual-machine steps for one delivery that evicts 10 of `count` messages."""
+    drive: Drive = open_drive()
+    mailbox, _ = drive.create_mailbox(f"m{count}@example.org", quota=1 << 40, password=PASSWORD)
+    _bulk_fill(drive, mailbox.id, count, 1000)
+    drive.set_quota(mailbox.id, count * 1000)
+    body = message(0, 10 * 1000 - 200)
+    steps = 0
+
+    def tick() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    drive._conn.set_progress_handler(tick, 10)  # white box: count the index's work
+    drive.deliver("x@example.net", [mailbox.address], body)
+    drive._conn.set_progress_handler(None, 10)
+    assert 10 <= len(drive.evictions(mailbox.id)) <= 16
+    drive.close()
+    return steps
+
+
+def test_eviction_work_does_not_grow_with_the_number_of_deliveries(open_drive) -> None:  # type: ignore[no-untyped-def]
+    """O(evicted · log n): the same eviction costs about the same with 20x the mail."""
+    small = _steps_to_deliver_evicting(open_drive, 1_000)
+    large = _steps_to_deliver_evicting(open_drive, 20_000)
+    assert large < 1.5 * small, (small, large)

@@ -89,7 +89,9 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
+        # Foreign keys stay unenforced: checking them on every blob delete would scan
+        # deliveries (no index on blob_id), making eviction O(n). The drive keeps the
+        # references itself, and `drive check` verifies them.
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if create and version == 0:
             conn.executescript(f"BEGIN; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
