@@ -134,14 +134,26 @@ service lmtp {{
 
     # -- running -------------------------------------------------------------------------
 
-    def start(self, timeout: float = 30.0) -> None:
-        """Start Dovecot in the foreground, wait for its sockets, then make the user's keys."""
+    def start(self, timeout: float = 30.0, *, make_keys: bool = True) -> None:
+        """Start Dovecot in the foreground, wait for its sockets, then make the user's keys.
+
+        `make_keys=False` when restarting an instance whose user already has keys.
+        """
         self.proc = start_process(
             [DOVECOT, "-F", "-c", str(self.conf)], self.tracker, self.root / "master.out"
         )
         wait_until(self._ready, timeout=timeout, what="Dovecot's LMTP socket", alive=self.alive)
-        if self.cfg.mail_crypt:
-            self.doveadm("mailbox", "cryptokey", "generate", "-u", self.cfg.user, "-U")
+        if self.cfg.mail_crypt and make_keys:
+            self.make_keys(self.cfg.user)
+
+    def make_keys(self, user: str) -> None:
+        """mail_crypt: generate `user`'s key pair (any user of the static userdb can get mail)."""
+        self.doveadm("mailbox", "cryptokey", "generate", "-u", user, "-U")
+
+    def maildir_of(self, user: str) -> Path:
+        """The Maildir of any user of the static userdb (home/DOMAIN/LOCALPART/Maildir)."""
+        local, domain = user.split("@", 1)
+        return self.homes / domain / local / "Maildir"
 
     def _ready(self) -> bool:
         if not self.lmtp_socket.exists():

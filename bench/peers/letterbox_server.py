@@ -62,6 +62,8 @@ class LetterboxServer:
         self.config_file = root / "letterbox.toml"
         self.log = root / "letterbox.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        # The other listeners' ports as configured: {"pop3": {"port": N, "tls_port": M}, ...}
+        self.ports: dict[str, dict[str, int]] = {}
 
     def _cli(self, *args: str) -> list[str]:
         return [str(LETTERBOX), "--data", str(self.data), "--config", str(self.config_file), *args]
@@ -85,9 +87,9 @@ class LetterboxServer:
         # `make run` on the --dev ports must neither break nor be mistaken for the benchmark.
         for section, fields in self.settings.items():
             if section != "smtp" and "port" in fields:
-                ports = [
-                    f"{name} = {free_port()}" for name in ("port", "tls_port") if name in fields
-                ]
+                chosen = {name: free_port() for name in ("port", "tls_port") if name in fields}
+                self.ports[section] = chosen
+                ports = [f"{name} = {port}" for name, port in chosen.items()]
                 sections.setdefault(section, []).extend(ports)
             if "listen_address" in fields and ("port" in fields):
                 sections.setdefault(section, []).append('listen_address = "127.0.0.1"')
@@ -96,6 +98,20 @@ class LetterboxServer:
         result = subprocess.run(
             self._cli("mailbox", "add", cfg.address, "--password-stdin", "--quota", cfg.quota),
             input=cfg.password + "\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if result.returncode:
+            raise LetterboxUnavailable(
+                f"`letterbox mailbox add` failed: {(result.stderr or result.stdout).strip()}"
+            )
+
+    def add_mailbox(self, address: str, password: str) -> None:
+        """One more mailbox (after `configure`, before `start`), with the CLI like the first."""
+        result = subprocess.run(
+            self._cli("mailbox", "add", address, "--password-stdin", "--quota", self.cfg.quota),
+            input=password + "\n",
             capture_output=True,
             text=True,
             timeout=120,
@@ -132,6 +148,11 @@ class LetterboxServer:
             return read_banner(self.port).startswith("220")
         except OSError:
             return False
+
+    @property
+    def pop3_port(self) -> int | None:
+        """The plaintext POP3 port (after `configure`), or None if this Letterbox has none."""
+        return self.ports.get("pop3", {}).get("port")
 
     @property
     def pid(self) -> int | None:

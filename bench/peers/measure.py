@@ -143,6 +143,31 @@ def kernel_threads_seconds() -> float:
     return ticks / CLOCK_TICKS
 
 
+def kernel_thread_times() -> dict[int, float]:
+    """CPU seconds used so far by each live kernel thread (pid -> seconds).
+
+    For the CPU kernel threads used over an interval, compare two of these per pid
+    (`kernel_threads_delta`): the difference of two `kernel_threads_seconds` sums goes wrong,
+    even negative, when a busy kworker exits in between and takes its whole past with it.
+    """
+    times: dict[int, float] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields and (fields[1] == "2" or entry.name == "2"):
+            times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return times
+
+
+def kernel_threads_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds kernel threads used between two `kernel_thread_times` snapshots.
+
+    Threads that started in between count whole; those that exited lose their last part.
+    """
+    return sum(max(0.0, t - before.get(pid, 0.0)) for pid, t in after.items())
+
+
 def _stat_fields(pid: int) -> list[str] | None:
     """Fields of /proc/PID/stat after the command name (which may contain spaces)."""
     try:
