@@ -21,7 +21,7 @@ from letterbox.pop3 import (
     MessageGone,
     MessageUnreadable,
 )
-from letterbox.pop3.drivemaildrop import client_key
+from letterbox.pop3.drivemaildrop import READ_AHEAD, client_key
 
 from tests.helpers import PASSWORD, message
 
@@ -78,7 +78,7 @@ def test_a_read_stopped_early_closes_cleanly(drive: Drive, mailbox: str):
         md = await auth.login(ADDRESS, PASSWORD, "192.0.2.1")
         stream = md.read(uid)
         first = await anext(stream)
-        assert len(first) == 64 * 1024
+        assert len(first) == READ_AHEAD  # several 64 KiB chunks per trip to the executor
         await stream.aclose()  # the worker decrypting the next chunk is waited for
         assert await _read(md, uid) == message(1, 1_000_000)
         await md.close()
