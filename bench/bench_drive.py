@@ -31,6 +31,7 @@ from letterbox.boxkeys import BoxKeys
 from letterbox.config import DriveSettings, Size
 from letterbox.crypto import Argon2Limits, new_id
 from letterbox.drive import Drive
+from letterbox.drive.committer import SWITCH_INTERVAL
 from letterbox.drive.space import Batch
 from letterbox.fsutil import fsync_dir
 
@@ -302,6 +303,9 @@ def bench_eviction() -> None:
 
 
 def main() -> None:
+    # The GIL switch interval `letterbox run` uses: writer threads and the committer
+    # hand the GIL back and forth on every delivery, as the event loop does there.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     print(f"machine: {os.cpu_count()} cores, disk under {OUT}")
     bench_commit_rate()
     bench_store()

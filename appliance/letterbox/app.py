@@ -24,6 +24,7 @@ from pathlib import Path
 
 from letterbox import config, state, tls
 from letterbox.drive import Drive, DriveError
+from letterbox.drive.committer import SWITCH_INTERVAL
 from letterbox.pop3 import DriveAuthenticator, FailureLimiter, Pop3Listener, SessionOptions
 from letterbox.smtp import Gateway, SmtpListener
 from letterbox.web import driveapi
@@ -35,7 +36,6 @@ SMTP_PORT = 25
 DEV_SMTP_PORT = 2525  # DESIGN.md, "One process": the `make run` ports
 POP3_PORT, POP3S_PORT = 110, 995
 DEV_POP3_PORT, DEV_POP3S_PORT = 1110, 1995
-SWITCH_INTERVAL = 0.0002  # seconds; see run_appliance
 SAMPLE_MAILBOX = "postmaster@letterbox.test"  # .test is reserved (RFC 2606): never real mail
 
 

@@ -32,6 +32,10 @@ R = TypeVar("R")
 E = TypeVar("E")
 
 MAX_BATCH = 256
+# The GIL switch interval for a process that runs a committer (`letterbox run` sets
+# it): callers and the committer hand the GIL back and forth on every delivery, and
+# at Python's default 5 ms each handoff can stall a commit that long.
+SWITCH_INTERVAL = 0.0002
 _STOP = object()
 
 
