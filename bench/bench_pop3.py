@@ -85,6 +85,7 @@ from peers.measure import (
     wait_for_quiet,
     wait_until,
 )
+from peers.report import first_line, replace_section
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -919,30 +920,14 @@ def report(info: RunInfo, results: Results) -> str:
 
 
 def write_results(section: str) -> None:
-    """Replace (or append) our section of bench/RESULTS.md, leaving the others alone."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        new = [*lines, "", *section.splitlines()]
-    else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        new = [*lines[:start], *section.splitlines(), *lines[end:]]
-    RESULTS.write_text("\n".join(new).rstrip() + "\n")
+    replace_section(RESULTS, SECTION, section)
 
 
 def versions() -> str:
-    def out(*argv: str) -> str:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            r = subprocess.run(argv, capture_output=True, text=True, timeout=20)
-            return r.stdout.strip().splitlines()[0] if r.stdout.strip() else "?"
-        return "?"
-
-    commit = out("git", "-C", str(HERE), "describe", "--always", "--dirty")
-    dc = out(dovecot.DOVECOT, "--version").split(" ")[0]
-    lb = out(str(letterbox_server.LETTERBOX), "--version")
+    """Versions of the servers compared, so that figures can be traced."""
+    commit = first_line("git", "-C", str(HERE), "describe", "--always", "--dirty")
+    dc = first_line(dovecot.DOVECOT, "--version").split(" ")[0]
+    lb = first_line(str(letterbox_server.LETTERBOX), "--version")
     return f"{lb} (git {commit}), Dovecot {dc}"
 
 

@@ -60,6 +60,7 @@ from peers.measure import (
     wait_for_quiet,
 )
 from peers.postfix import PostfixConfig, PostfixPeer
+from peers.report import first_line, replace_section
 from peers.smtp_source import Load, run_load
 
 HERE = Path(__file__).resolve().parent
@@ -569,33 +570,15 @@ def report(info: RunInfo, loads: list[Load], results: dict[str, dict[str, list[R
 
 
 def write_results(section: str) -> None:
-    """Replace (or add) our section of bench/RESULTS.md, leaving the other sections alone."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        new = [*lines, "", *section.splitlines()] if lines else section.splitlines()
-    else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        new = [*lines[:start], *section.splitlines(), *lines[end:]]
-    RESULTS.write_text("\n".join(new).rstrip() + "\n")
+    replace_section(RESULTS, SECTION, section)
 
 
 def versions() -> str:
     """Versions of the servers compared, so that figures can be traced."""
-
-    def out(*argv: str) -> str:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            r = subprocess.run(argv, capture_output=True, text=True, timeout=20)
-            return r.stdout.strip().splitlines()[0] if r.stdout.strip() else "?"
-        return "?"
-
-    commit = out("git", "-C", str(HERE), "describe", "--always", "--dirty")
-    pf = out("/usr/sbin/postconf", "-dh", "mail_version")
-    dc = out("/usr/sbin/dovecot", "--version").split(" ")[0]
-    lb = out(str(letterbox_server.LETTERBOX), "--version")
+    commit = first_line("git", "-C", str(HERE), "describe", "--always", "--dirty")
+    pf = first_line("/usr/sbin/postconf", "-dh", "mail_version")
+    dc = first_line("/usr/sbin/dovecot", "--version").split(" ")[0]
+    lb = first_line(str(letterbox_server.LETTERBOX), "--version")
     return f"{lb} (git {commit}), Postfix {pf}, Dovecot {dc}"
 
 
