@@ -496,15 +496,15 @@ class Drive:
         else:
             files, self._unsynced_files = self._unsynced_files, []
             dirs, self._unsynced_dirs = self._unsynced_dirs, set()
-            try:
-                jobs = [self._pool.submit(os.fsync, fd) for fd in files]
-                jobs += [self._pool.submit(fsync_dir, Path(d)) for d in dirs]
-                self._fsync_wal()
-                for job in jobs:
-                    job.result()
-            finally:
-                for fd in files:
-                    os.close(fd)
+            jobs = [self._pool.submit(os.fsync, fd) for fd in files]
+            jobs += [self._pool.submit(fsync_dir, Path(d)) for d in dirs]
+            jobs.append(self._pool.submit(self._fsync_wal))
+            failures = [job.exception() for job in jobs]  # all done before any fd closes
+            for fd in files:
+                os.close(fd)
+            for failure in failures:
+                if failure is not None:
+                    raise failure
         unlink, self._unlink_after_sync = self._unlink_after_sync, []
         self._unlink(unlink)
 
