@@ -17,12 +17,12 @@ import contextlib
 import ipaddress
 import logging
 import ssl
-from collections import Counter
 from typing import Literal
 
 from letterbox.pop3 import replies as R
 from letterbox.pop3.replies import Reply
 from letterbox.pop3.session import READ_LIMIT, TLS_HANDSHAKE_TIMEOUT, Pop3Session, SessionOptions
+from letterbox.sessions import Refusal, SessionRegistry
 
 log = logging.getLogger("letterbox.pop3")
 
@@ -55,12 +55,11 @@ class Pop3Listener:
         self._tls_context = implicit_tls_context or options.tls_context
         self.plaintext = plaintext
         self.max_connections_per_address = max_connections_per_address
-        self.sessions: set[Pop3Session] = set()
-        self._per_address: Counter[str] = Counter()
+        self._registry: SessionRegistry[Pop3Session] = SessionRegistry(
+            "POP3", max_connections_per_address, UPDATE_WAIT
+        )
+        self.sessions = self._registry.sessions
         self._servers: list[asyncio.Server] = []
-        self._stopping = False
-        self._empty = asyncio.Event()
-        self._empty.set()
 
     async def start(self) -> list[tuple[str, int, bool]]:
         """Listen; returns the bound (address, port, implicit TLS) triples."""
@@ -121,63 +120,30 @@ class Pop3Listener:
     # -- Registry, for the sessions ------------------------------------------------------
 
     def admit(self, session: Pop3Session) -> Reply | None:
-        if self._stopping:
-            return R.SHUTTING_DOWN
-        if self._per_address[session.client] >= self.max_connections_per_address:
-            log.warning(
-                "refused a connection: %d open from one address already",
-                self._per_address[session.client],
-            )
-            return R.TOO_MANY_CONNECTIONS
-        self._per_address[session.client] += 1
-        self.sessions.add(session)
-        self._empty.clear()
-        return None
+        refusal = self._registry.admit(session, session.client)
+        return None if refusal is None else _REFUSALS[refusal]
 
     def release(self, session: Pop3Session) -> None:
-        if session not in self.sessions:
-            return
-        self.sessions.discard(session)
-        self._per_address[session.client] -= 1
-        if self._per_address[session.client] <= 0:
-            del self._per_address[session.client]
-        if not self.sessions:
-            self._empty.set()
+        self._registry.release(session)
 
     # -- stopping ------------------------------------------------------------------------
 
     async def stop(self, grace: float) -> None:
         """Stop accepting; let commands in progress finish within `grace` seconds."""
-        self._stopping = True
+        self._registry.stopping = True
         for server in self._servers:
             server.close()
-        busy = len(self.sessions)
-        for session in list(self.sessions):
-            session.shutdown()
-        if busy:
-            log.info("POP3 stopping: %d sessions open, up to %.0f s to finish", busy, grace)
-        if not await self._wait_empty(grace):
-            log.warning(
-                "POP3: %d sessions still busy after %.0f s; closing them", len(self.sessions), grace
-            )
-            self.hurry()
-            if not await self._wait_empty(UPDATE_WAIT):
-                log.error("POP3: %d sessions did not end", len(self.sessions))
+        await self._registry.drain(grace)
         for server in self._servers:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 5)
 
     def hurry(self) -> None:
         """End the grace period now (a second SIGINT/SIGTERM)."""
-        for session in list(self.sessions):
-            session.force_close()
+        self._registry.hurry()
 
-    async def _wait_empty(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._empty.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+
+_REFUSALS = {Refusal.SHUTTING_DOWN: R.SHUTTING_DOWN, Refusal.TOO_MANY: R.TOO_MANY_CONNECTIONS}
 
 
 def _is_loopback(peer: object) -> bool:

@@ -14,9 +14,9 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections import Counter
 
 from letterbox.config import SmtpSettings
+from letterbox.sessions import Refusal, SessionRegistry
 from letterbox.smtp import replies as R
 from letterbox.smtp.handler import Gateway
 from letterbox.smtp.replies import Reply
@@ -42,12 +42,11 @@ class SmtpListener:
         self.settings = settings
         self.host = host
         self.port = port
-        self.sessions: set[SmtpSession] = set()
-        self._per_address: Counter[str] = Counter()
-        self._stopping = False
+        self._registry: SessionRegistry[SmtpSession] = SessionRegistry(
+            "SMTP", settings.max_connections_per_address, COMMIT_WAIT
+        )
+        self.sessions = self._registry.sessions
         self._server: asyncio.Server | None = None
-        self._empty = asyncio.Event()
-        self._empty.set()
         self._ctx = SessionContext(
             gateway=gateway,
             settings=settings,
@@ -75,65 +74,30 @@ class SmtpListener:
     # -- Registry, for the sessions ------------------------------------------------------
 
     def admit(self, session: SmtpSession) -> Reply | None:
-        if self._stopping:
-            return R.SHUTTING_DOWN
-        address = _address(session.peer)
-        if self._per_address[address] >= self.settings.max_connections_per_address:
-            log.warning(
-                "refused a connection: %d open from one address already", self._per_address[address]
-            )
-            return R.TOO_MANY_CONNECTIONS
-        self._per_address[address] += 1
-        self.sessions.add(session)
-        self._empty.clear()
-        return None
+        refusal = self._registry.admit(session, _address(session.peer))
+        return None if refusal is None else _REFUSALS[refusal]
 
     def release(self, session: SmtpSession) -> None:
-        if session not in self.sessions:
-            return
-        self.sessions.discard(session)
-        address = _address(session.peer)
-        self._per_address[address] -= 1
-        if self._per_address[address] <= 0:
-            del self._per_address[address]
-        if not self.sessions:
-            self._empty.set()
+        self._registry.release(session)
 
     # -- stopping ------------------------------------------------------------------------
 
     async def stop(self, grace: float) -> None:
         """Stop accepting; let sessions finish within `grace` seconds; then drop the rest."""
-        self._stopping = True
+        self._registry.stopping = True
         if self._server is not None:
             self._server.close()
-        busy = len(self.sessions)
-        for session in list(self.sessions):
-            session.shutdown()
-        if busy:
-            log.info("SMTP stopping: %d sessions open, up to %.0f s to finish", busy, grace)
-        if not await self._wait_empty(grace):
-            log.warning(
-                "SMTP: %d sessions still open after %.0f s; closing them", len(self.sessions), grace
-            )
-            for session in list(self.sessions):
-                session.force_close()
-            if not await self._wait_empty(COMMIT_WAIT):
-                log.error("SMTP: %d sessions did not end", len(self.sessions))
+        await self._registry.drain(grace)
         if self._server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
 
     def hurry(self) -> None:
         """End the grace period now (a second SIGINT/SIGTERM)."""
-        for session in list(self.sessions):
-            session.force_close()
+        self._registry.hurry()
 
-    async def _wait_empty(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._empty.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+
+_REFUSALS = {Refusal.SHUTTING_DOWN: R.SHUTTING_DOWN, Refusal.TOO_MANY: R.TOO_MANY_CONNECTIONS}
 
 
 def _address(peer: object) -> str:
