@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 from letterbox.crypto import Argon2Limits
 
 FAST_ARGON2 = Argon2Limits(opslimit=1, memlimit=8192)
@@ -17,3 +19,11 @@ def message(n: int, size: int = 0, subject: str | None = None) -> bytes:
     body = f"body of message {n}\r\n".encode()
     pad = max(0, size - len(head) - len(body))
     return head + body + (b"x" * 76 + b"\r\n") * (pad // 78) + b"y" * (pad % 78)
+
+
+def unverified_tls() -> ssl.SSLContext:
+    """A client context for the box's self-signed certificate."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx

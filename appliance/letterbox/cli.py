@@ -241,6 +241,23 @@ def cmd_bridge(ctx: Context, args: argparse.Namespace) -> int:
 # -- parser ------------------------------------------------------------------------------
 
 
+def _key_and_server(p: argparse.ArgumentParser) -> None:
+    """The arguments every end-to-end client command takes."""
+    p.add_argument(
+        "--key",
+        type=Path,
+        required=True,
+        metavar="KEYFILE",
+        help="the key file `mailbox add --end-to-end` wrote",
+    )
+    p.add_argument(
+        "--server",
+        required=True,
+        metavar="URL",
+        help="the box's web address, e.g. http://letterbox.local",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="letterbox",
@@ -364,19 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Download, verify and decrypt an end-to-end mailbox's mail into a Maildir on this "
         "computer; each message is deleted on the box only once its copy here is on disk.",
     )
-    p.add_argument(
-        "--key",
-        type=Path,
-        required=True,
-        metavar="KEYFILE",
-        help="the key file `mailbox add --end-to-end` wrote",
-    )
-    p.add_argument(
-        "--server",
-        required=True,
-        metavar="URL",
-        help="the box's web address, e.g. http://letterbox.local",
-    )
+    _key_and_server(p)
     p.add_argument(
         "--to",
         type=Path,
@@ -399,19 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
         "verifying and decrypting on this computer. The client logs in with the mailbox "
         "address and the key file's passphrase.",
     )
-    p.add_argument(
-        "--key",
-        type=Path,
-        required=True,
-        metavar="KEYFILE",
-        help="the key file `mailbox add --end-to-end` wrote",
-    )
-    p.add_argument(
-        "--server",
-        required=True,
-        metavar="URL",
-        help="the box's web address, e.g. http://letterbox.local",
-    )
+    _key_and_server(p)
     p.add_argument(
         "--port",
         type=int,

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import unverified_tls
 from tests.integration.harness import SAMPLE, Run, read_mailbox, write_config
-from tests.smtp.conftest import strip_received, unverified_tls
+from tests.smtp.conftest import strip_received
 
 MESSAGES = [
     b"From: me@example.org\r\nTo: postmaster@letterbox.test\r\nSubject: one\r\n\r\nHello.\r\n",

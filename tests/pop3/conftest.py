@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -141,13 +140,6 @@ def make_box(tmp_path: Path) -> Iterator[Callable[..., Pop3Box]]:
 @pytest.fixture
 def box(make_box: Callable[..., Pop3Box]) -> Pop3Box:
     return make_box()
-
-
-def unverified_tls() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 class Wire:

@@ -12,7 +12,8 @@ import pytest
 from letterbox.pop3 import DriveMaildrop, Pop3Listener, SessionOptions
 from letterbox.pop3.listener import _is_loopback
 
-from tests.pop3.conftest import ALICE, PASSWORD, Pop3Box, Wire, login, mail, unverified_tls
+from tests.helpers import unverified_tls
+from tests.pop3.conftest import ALICE, PASSWORD, Pop3Box, Wire, login, mail
 
 
 def stop_soon(box: Pop3Box, grace: float):  # type: ignore[no-untyped-def]

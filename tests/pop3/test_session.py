@@ -14,6 +14,7 @@ from collections.abc import Callable
 import pytest
 from letterbox.crypto import Argon2Limits
 
+from tests.helpers import unverified_tls
 from tests.pop3.conftest import (
     ALICE,
     BOB,
@@ -23,7 +24,6 @@ from tests.pop3.conftest import (
     Wire,
     login,
     mail,
-    unverified_tls,
 )
 
 

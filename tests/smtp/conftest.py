@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import os
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -136,13 +135,6 @@ def strip_received(message: bytes) -> bytes:
         end = message.index(b"\r\n", end) + 2
         if message[end : end + 1] not in (b"\t", b" "):
             return message[end:]
-
-
-def unverified_tls() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 class Wire:

@@ -17,13 +17,13 @@ import time
 
 import pytest
 
+from tests.helpers import unverified_tls
 from tests.smtp.conftest import (
     ALICE,
     BOB,
     Box,
     Wire,
     strip_received,
-    unverified_tls,
 )
 
 MSG = b"From: x@example.org\r\nTo: alice@home.test\r\nSubject: hello\r\n\r\nHello Alice.\r\n"
