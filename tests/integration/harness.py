@@ -25,10 +25,23 @@ from letterbox.drive import Drive
 SAMPLE = "postmaster@letterbox.test"
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nobody is bound to, never the same one twice in this process.
+
+    The kernel may hand the same ephemeral port to two binds in a row once the
+    first socket is closed, so a config that asks for four ports could get one
+    port twice; remembering what we gave out rules that out.
+    """
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def write_config(path: Path, extra: str = "", *, smtp: str = "", pop3: str = "") -> Path:
