@@ -677,3 +677,27 @@ def verify_ack(
         return True
     except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
         return False
+
+
+# -- the setup page's admin password ---------------------------------------------------
+
+
+def hash_password(password: str, limits: Argon2Limits) -> str:
+    """An Argon2id verifier string ($argon2id$v=19$...), the format libsodium and
+    provisioning files share, so a maker can put a precomputed hash in letterbox.toml."""
+    return nacl.pwhash.argon2id.str(
+        password.encode(), opslimit=limits.opslimit, memlimit=limits.memlimit
+    ).decode()
+
+
+def is_password_hash(value: str) -> bool:
+    """True for a string `verify_password` can check (not whether it is strong)."""
+    return value.startswith("$argon2id$v=19$m=") and value.count("$") == 5
+
+
+def verify_password(stored_hash: str, password: str) -> bool:
+    """Constant-time check of a password against `hash_password`'s output."""
+    try:
+        return nacl.pwhash.verify(stored_hash.encode(), password.encode())
+    except (nacl.exceptions.InvalidkeyError, nacl.exceptions.CryptoError, ValueError):
+        return False
