@@ -1,0 +1,1 @@
+"""USB drives: finding them (pyudev), classifying, mounting and formatting them."""
