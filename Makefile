@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 DATA ?= .letterbox
 STAMP := $(VENV)/.installed
 
-# Debian packages the tests drive as real clients (swaks needs Net::SSLeay for STARTTLS).
-TEST_DEBS := swaks libnet-ssleay-perl mpop fetchmail curl
+# Debian packages the tests drive as real clients (swaks needs Net::SSLeay for STARTTLS;
+# chromium + chromedriver for the setup page's browser test).
+TEST_DEBS := swaks libnet-ssleay-perl mpop fetchmail curl chromium chromium-driver
 # Peers and load generators the benchmarks run side by side.
 BENCH_DEBS := postfix dovecot-core dovecot-lmtpd dovecot-pop3d
 
