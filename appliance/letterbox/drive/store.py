@@ -416,6 +416,47 @@ class Drive:
             if info is not None:
                 self._known = {**self._known, mailbox_id: dataclasses.replace(info, quota=quota)}
 
+    def remove_mailbox(self, mailbox_id: str) -> int:
+        """Remove a mailbox and all its mail; returns how many deliveries went with it.
+
+        The address stops resolving first (new mail is refused at RCPT from then on),
+        then one index transaction removes the deliveries, the blobs whose last
+        delivery they were, the eviction log, the notice and the row; it is durable
+        before the keyring and the blob files are unlinked. A crash in between leaves
+        only an orphan keyring or orphan blobs, which recovery removes at the next open.
+        A delivery already in the commit pipeline for this mailbox is dropped for it
+        (see `_insert`).
+        """
+        self._check_open()
+        batch = Batch()
+        with self._lock:
+            info = self._known.get(mailbox_id)
+            if info is None:
+                raise MailboxNotFound(f"no mailbox with id {mailbox_id}")
+            self._addresses = {a: i for a, i in self._addresses.items() if i != mailbox_id}
+            self._known = {i: m for i, m in self._known.items() if i != mailbox_id}
+            try:
+                with self._transaction():
+                    rows = self._conn.execute(
+                        "SELECT seq, blob_id, stored_size FROM deliveries WHERE mailbox_id = ?",
+                        (mailbox_id,),
+                    ).fetchall()
+                    for seq, blob_id, stored in rows:
+                        self._space.remove_delivery(seq, mailbox_id, blob_id, stored, batch)
+                    for table, column in (("evictions", "mailbox_id"), ("notices", "mailbox_id")):
+                        self._conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (mailbox_id,))
+                    self._conn.execute("DELETE FROM mailboxes WHERE id = ?", (mailbox_id,))
+            except sqlite3.Error as exc:
+                # Nothing was removed: the mailbox answers again.
+                self._known = {**self._known, mailbox_id: info}
+                self._addresses = {**self._addresses, info.address: mailbox_id}
+                raise DriveUnavailable(f"the index could not commit: {exc}") from None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.layout.keyring(mailbox_id))
+            fsync_dir(self.layout.keys)
+        self._unlink(batch.unlink)
+        return len(rows)
+
     # -- delivery ----------------------------------------------------------------------
 
     def begin(self, mail_from: str, *, received: int | None = None) -> Delivery:
@@ -576,6 +617,11 @@ class Drive:
         )
         ids = []
         for mailbox, delivery_id, sealed in req.rows:
+            if mailbox.id not in self._known:
+                # Removed while this message was on its way (remove_mailbox): its copy
+                # is dropped, the blob's reference count corrected.
+                self._conn.execute("UPDATE blobs SET refs = refs - 1 WHERE id = ?", (req.blob_id,))
+                continue
             self._space.make_room(mailbox, size, batch, reason="quota")
             self._conn.execute(
                 "INSERT INTO deliveries (id, mailbox_id, blob_id, plain_size, stored_size, "
@@ -595,6 +641,8 @@ class Drive:
                 (size, mailbox.id),
             )
             ids.append(delivery_id)
+        if not ids:
+            raise MailboxNotFound("the recipient's mailbox was removed")
         self._space.check_reserve(req, batch)
         return ids
 
