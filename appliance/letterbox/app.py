@@ -20,13 +20,20 @@ import secrets
 import signal
 import ssl
 import sys
+import time
 from pathlib import Path
 
 from letterbox import config, state, tls
+from letterbox.claim import setup_code
+from letterbox.commands import register as register_commands
+from letterbox.control import ControlServer
 from letterbox.drive import Drive, DriveError
 from letterbox.drive.committer import SWITCH_INTERVAL
+from letterbox.lan.mdns import Announcer, MdnsError, Service
+from letterbox.notify import Notifier
 from letterbox.pop3 import DriveAuthenticator, FailureLimiter, Pop3Listener, SessionOptions
 from letterbox.smtp import Gateway, SmtpListener
+from letterbox.status import listeners, snapshot, status_line
 from letterbox.web import driveapi
 from letterbox.web.server import WebServer, listen_address
 
@@ -52,6 +59,11 @@ class Appliance:
         self.tls_context: ssl.SSLContext | None = None  # SMTP's, shared with POP3
         self.web: WebServer | None = None
         self.sample: tuple[str, str, str | None] | None = None  # address, password, code
+        # The CLI's way in (DATA/run/control.sock); other parts register commands on it.
+        self.control = ControlServer(data_dir)
+        self.notifier = Notifier()  # systemd; a no-op outside a notify unit
+        self.mdns: Announcer | None = None
+        self.started_at: float | None = None
 
     # -- starting -----------------------------------------------------------------------
 
@@ -63,6 +75,33 @@ class Appliance:
         await self._start_smtp()
         await self._start_pop3()
         await self._start_web()
+        # Every listener is bound: now the CLI's socket, the LAN name, and READY=1.
+        register_commands(self.control, self)
+        await self.control.start()
+        await self._start_mdns()
+        self.started_at = time.time()
+        self.notifier.ready(status_line(snapshot(self, light=True)))
+        self.notifier.start(lambda: status_line(snapshot(self, light=True)))
+
+    async def _start_mdns(self) -> None:
+        """Announce the bound listeners on the LAN (not with --dev unless asked: a
+        laptop must not offer a mail server to its network). A failure here costs the
+        LAN name, never the mail service."""
+        m = self.cfg.mdns
+        if not m.enabled or (self.dev and not m.announce_in_dev):
+            return
+        services = [
+            Service(item["name"], item["port"])
+            for item in listeners(self)
+            if item["address"] not in ("127.0.0.1", "::1", "localhost")
+        ]
+        try:
+            announcer = Announcer(m.name, services, interfaces=m.interfaces)
+            await announcer.start()
+        except (MdnsError, OSError) as exc:
+            log.error("mDNS: not announcing the box (%s)", exc)
+            return
+        self.mdns = announcer
 
     def _open_drive(self) -> None:
         try:
@@ -169,6 +208,12 @@ class Appliance:
     # -- stopping -----------------------------------------------------------------------
 
     async def stop(self) -> None:
+        # systemd first (a slow stop is a drain, not a hang), then the LAN and the CLI.
+        self.notifier.stopping()
+        if self.mdns is not None:
+            mdns, self.mdns = self.mdns, None
+            await mdns.stop()
+        await self.control.close()
         pop3_stopped = (
             asyncio.ensure_future(self.pop3.stop(float(self.cfg.pop3.shutdown_grace)))
             if self.pop3 is not None
@@ -244,6 +289,11 @@ class Appliance:
                 f"-u '{to}:{self.sample[1] if self.sample else 'PASSWORD'}'",
                 f"  {exe} {data} mailbox list    (messages and sizes)",
             ]
+        if self.mdns is not None and self.mdns.name:
+            lines.append(f"  LAN name {self.mdns.name.rstrip('.')} (mDNS)")
+        code = setup_code(self.data_dir)
+        if code is not None:
+            lines += ["", f"Setup code: {code}  (claim the box on its setup page)"]
         lines += ["", "Stop with Ctrl-C."]
         return "\n".join(lines)
 
@@ -281,6 +331,7 @@ async def _main(app: Appliance) -> int:
     print(app.banner(), flush=True)
     await stop.wait()
     await app.stop()
+    await app.notifier.close()
     log.info("stopped")
     return 0
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from letterbox import __version__, config, state
+from letterbox import __version__, config, control, state
 from letterbox.boxkeys import BoxKeys
 from letterbox.crypto import CryptoFailure, PersonalKey
 from letterbox.drive import Drive, DriveError, MailboxInfo
@@ -85,13 +86,19 @@ def cmd_mailbox_add(ctx: Context, args: argparse.Namespace) -> int:
     if args.end_to_end:
         return _add_end_to_end(ctx, args, quota)
     password = _read_password(args)
-    with ctx.open_drive() as drive:
-        try:
-            mailbox, code = drive.create_mailbox(args.address, quota=quota, password=password)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-    print(f"Created mailbox {mailbox.address} (quota {_human(mailbox.quota)}).")
-    print(f"Mail for {mailbox.domain} is now accepted by this box.")
+    params = {"address": args.address, "quota": quota, "password": password}
+    made = _add_through_daemon(ctx, params)
+    if made is None:  # no daemon: the drive is ours to open
+        with ctx.open_drive() as drive:
+            try:
+                mailbox, code = drive.create_mailbox(args.address, quota=quota, password=password)
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+        made = {"address": mailbox.address, "domain": mailbox.domain, "quota": mailbox.quota}
+        made["recovery_code"] = code
+    code = made["recovery_code"]
+    print(f"Created mailbox {made['address']} (quota {_human(made['quota'])}).")
+    print(f"Mail for {made['domain']} is now accepted by this box.")
     print()
     print("Recovery code (shown once; write it down and keep it safe):")
     print()
@@ -102,6 +109,20 @@ def cmd_mailbox_add(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_through_daemon(ctx: Context, params: dict[str, object]) -> dict | None:
+    """`mailbox.add` in the running box, or None when none runs.
+
+    The daemon's Drive keeps its recipient map in memory: a mailbox written by this
+    process would be refused at RCPT until the daemon restarted.
+    """
+    try:
+        return control.call(ctx.data_dir, "mailbox.add", params, timeout=120)
+    except control.NotRunning:
+        return None
+    except (control.ControlError, TimeoutError) as exc:
+        raise UserError(str(exc) or "the box did not answer in time") from None
+
+
 def _add_end_to_end(ctx: Context, args: argparse.Namespace, quota: int) -> int:
     """Make the person's key here, give the box only its public half, write the key file."""
     if args.key_file is None:
@@ -110,21 +131,23 @@ def _add_end_to_end(ctx: Context, args: argparse.Namespace, quota: int) -> int:
         raise UserError(f"{args.key_file} exists already; refusing to overwrite a key file")
     passphrase = _read_password(args, "Passphrase for the key file")
     person = PersonalKey.generate()
-    with ctx.open_drive() as drive:
-        try:
-            mailbox, _ = drive.create_mailbox(
-                args.address, quota=quota, identity_key=person.identity_key
-            )
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-        data = person.to_file(
-            passphrase,
-            mailbox.address,
-            bytes(drive.keys.verify_key),
-            state.argon2_limits(ctx.config),
-        )
+    params = {"address": args.address, "quota": quota, "identity_key": person.identity_key.hex()}
+    made = _add_through_daemon(ctx, params)
+    if made is not None:
+        address, size = made["address"], made["quota"]
+        verify_key = bytes.fromhex(made["box_verify_key"])
+    else:
+        with ctx.open_drive() as drive:
+            try:
+                mailbox, _ = drive.create_mailbox(
+                    args.address, quota=quota, identity_key=person.identity_key
+                )
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+            address, size, verify_key = mailbox.address, mailbox.quota, bytes(drive.keys.verify_key)
+    data = person.to_file(passphrase, address, verify_key, state.argon2_limits(ctx.config))
     write_atomic(args.key_file, data, mode=0o600)
-    print(f"Created end-to-end mailbox {mailbox.address} (quota {_human(mailbox.quota)}).")
+    print(f"Created end-to-end mailbox {address} (quota {_human(size)}).")
     print(f"Its key is in {args.key_file}, protected by the passphrase; the box keeps only")
     print("the public key and cannot read this mail. Copy the file to the person's computer,")
     print("delete it here, and read the mail with `letterbox fetch` or `letterbox bridge`.")
@@ -214,6 +237,32 @@ def cmd_drive_stats(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+# -- status ------------------------------------------------------------------------------
+
+STATUS_NOT_RUNNING = 3  # like `systemctl status` for a unit that is not active
+
+
+def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
+    """What the running box is doing, asked over its control socket."""
+    from letterbox.status import format_status
+
+    try:
+        snap = control.call(ctx.data_dir, "status", timeout=15)
+    except control.NotRunning as exc:
+        if args.json:
+            print(json.dumps({"running": False, "message": str(exc)}))
+        else:
+            print(exc)
+        return STATUS_NOT_RUNNING
+    except (control.ControlError, TimeoutError) as exc:
+        raise UserError(str(exc) or "the box did not answer in time") from None
+    if args.json:
+        print(json.dumps({"running": True, **snap}, indent=2, sort_keys=True))
+    else:
+        print(format_status(snap))
+    return 0
+
+
 # -- run ---------------------------------------------------------------------------------
 
 
@@ -300,6 +349,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="unprivileged ports (SMTP 2525, POP3 1110 and 1995, web 8080), "
         "plaintext POP3 login on loopback, and the directory drive under --data",
     )
+
+    p = add(
+        sub,
+        "status",
+        cmd_status,
+        "show what the running box is doing (exit 3 if none runs)",
+        "Ask the running box on --data for its listeners, drive, mailboxes, usage, LAN "
+        "name and version. Exits 3 when no box is running there.",
+    )
+    p.add_argument("--json", action="store_true", help="the snapshot as JSON")
 
     mailbox = sub.add_parser(
         "mailbox", help="add and list mailboxes", description="Manage the household's mailboxes."

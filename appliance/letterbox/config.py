@@ -148,6 +148,20 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class MdnsSettings:
+    # Announce the box on the LAN over mDNS: NAME.local and its services.
+    enabled: bool = True
+    # The host name without ".local"; on a conflict the box takes NAME-2, NAME-3, ...
+    name: str = "letterbox"
+    # Interface names to announce on (e.g. ["eth0", "wlan0"]). Empty: every interface
+    # but loopback.
+    interfaces: list[str] = field(default_factory=list)
+    # --dev announces nothing unless this is true: a developer's laptop must not offer
+    # a mail server to its LAN.
+    announce_in_dev: bool = False
+
+
+@dataclass(frozen=True)
 class LogSettings:
     # Debug adds addresses and subjects to logs; off by default for privacy.
     debug: bool = False
@@ -163,6 +177,7 @@ class Config:
     pop3: Pop3Settings = field(default_factory=Pop3Settings)
     web: WebSettings = field(default_factory=WebSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    mdns: MdnsSettings = field(default_factory=MdnsSettings)
 
     def drive_path(self, data_dir: Path) -> Path:
         return Path(self.drive.path) if self.drive.path else data_dir / "drive"

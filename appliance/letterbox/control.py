@@ -58,7 +58,12 @@ class NotRunning(ControlError):
         self.path = path
 
 
-class AlreadyRunning(ControlError, OSError):
+class CannotListen(ControlError, OSError):
+    """The daemon cannot take its control socket (an OSError, so `run` reports it as
+    a failed start like a port already in use)."""
+
+
+class AlreadyRunning(CannotListen):
     """Another daemon answers on this data directory's control socket."""
 
 
@@ -165,7 +170,7 @@ class ControlServer:
         except FileNotFoundError:
             return
         if not stat.S_ISSOCK(st.st_mode):
-            raise ControlError(f"{self.path} exists and is not a socket; remove it")
+            raise CannotListen(f"{self.path} exists and is not a socket; remove it")
         if _answers(self.path):
             raise AlreadyRunning(
                 f"another Letterbox is running on this data directory (it answers at {self.path})"

@@ -1,0 +1,1 @@
+"""The box's presence on the household's LAN: mDNS/DNS-SD announcements (mdns.py)."""
