@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed
 
 # Debian packages the tests drive as real clients (swaks needs Net::SSLeay for STARTTLS;
 # chromium + chromedriver for the setup page's browser test).
-TEST_DEBS := swaks libnet-ssleay-perl mpop fetchmail curl chromium chromium-driver
+# systemd: `systemd-analyze verify` checks appliance/systemd/letterbox.service;
+# iproute2: the mDNS tests run in network namespaces they make (ip netns).
+TEST_DEBS := swaks libnet-ssleay-perl mpop fetchmail curl chromium chromium-driver systemd iproute2
 # Peers and load generators the benchmarks run side by side.
 BENCH_DEBS := postfix dovecot-core dovecot-lmtpd dovecot-pop3d
 
