@@ -23,17 +23,18 @@ import sys
 import time
 from pathlib import Path
 
-from letterbox import config, state, tls
+from letterbox import config, tls
 from letterbox.claim import setup_code
 from letterbox.commands import register as register_commands
 from letterbox.control import ControlServer
-from letterbox.drive import Drive, DriveError
+from letterbox.drive import Drive
 from letterbox.drive.committer import SWITCH_INTERVAL
 from letterbox.lan.mdns import Announcer, MdnsError, Service
 from letterbox.notify import Notifier
 from letterbox.pop3 import DriveAuthenticator, FailureLimiter, Pop3Listener, SessionOptions
 from letterbox.smtp import Gateway, SmtpListener
 from letterbox.status import listeners, snapshot, status_line
+from letterbox.usb.manager import DriveManager
 from letterbox.web import driveapi
 from letterbox.web.server import WebServer, listen_address
 
@@ -53,7 +54,9 @@ class Appliance:
         self.cfg = cfg
         self.data_dir = data_dir
         self.dev = dev
-        self.drive: Drive | None = None
+        # The drive (a directory, or the adopted USB drive) and whether it is online;
+        # every listener asks `self.drives.drive()` per use, so offline means None.
+        self.drives = DriveManager(cfg, data_dir)
         self.smtp: SmtpListener | None = None
         self.pop3: Pop3Listener | None = None
         self.tls_context: ssl.SSLContext | None = None  # SMTP's, shared with POP3
@@ -69,7 +72,7 @@ class Appliance:
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._open_drive()
+        await self.drives.start()
         if self.dev and self.drive is not None and not self.drive.mailboxes():
             self._create_sample_mailbox()
         await self._start_smtp()
@@ -103,21 +106,10 @@ class Appliance:
             return
         self.mdns = announcer
 
-    def _open_drive(self) -> None:
-        try:
-            self.drive = state.open_drive(self.cfg, self.data_dir)
-        except DriveError as exc:
-            log.error("drive unavailable (%s); SMTP answers 451 until it is back", exc)
-            self.drive = None
-            return
-        stats = self.drive.stats()
-        log.info(
-            "drive %s open at %s: %s mailboxes, %s messages",
-            stats["drive_id"],
-            self.cfg.drive_path(self.data_dir),
-            stats["mailboxes"],
-            stats["deliveries"],
-        )
+    @property
+    def drive(self) -> Drive | None:
+        """The drive if it is online, else None (SMTP 451, POP3 [SYS/TEMP])."""
+        return self.drives.drive()
 
     def _create_sample_mailbox(self) -> None:
         assert self.drive is not None
@@ -134,7 +126,12 @@ class Appliance:
         port = s.port or (DEV_SMTP_PORT if self.dev else SMTP_PORT)
         tls_context = tls.box_context(self.data_dir, self.cfg.box.hostname, s.tls_cert, s.tls_key)
         self.tls_context = tls_context
-        gateway = Gateway(s, lambda: self.drive, debug=self.cfg.log.debug)
+        gateway = Gateway(
+            s,
+            self.drives.drive,
+            debug=self.cfg.log.debug,
+            on_unavailable=self.drives.report_io_error,
+        )
         self.smtp = SmtpListener(
             gateway,
             s,
@@ -154,7 +151,7 @@ class Appliance:
         p = self.cfg.pop3
         host = p.listen_address or ("127.0.0.1" if self.dev else "")
         auth = DriveAuthenticator(
-            lambda: self.drive,
+            self.drives.drive,
             failure_delay=float(p.failed_login_delay),
             limiter=FailureLimiter(p.max_failed_logins, float(p.failed_login_window)),
         )
@@ -191,7 +188,7 @@ class Appliance:
         does not stop the box: receiving mail matters more, and the log says why."""
         host, port = listen_address(self.cfg.web, dev=self.dev)
         server = WebServer(host=host, port=port, debug=self.cfg.log.debug)
-        driveapi.setup(server.app, lambda: self.drive, debug=self.cfg.log.debug)
+        driveapi.setup(server.app, self.drives.drive, debug=self.cfg.log.debug)
         try:
             bound = await server.start()
         except OSError as exc:
@@ -225,10 +222,7 @@ class Appliance:
             await self.smtp.stop(float(self.cfg.smtp.shutdown_grace))
         if pop3_stopped is not None:
             await pop3_stopped
-        if self.drive is not None:
-            drive, self.drive = self.drive, None  # from now on: 451 for anyone left
-            await asyncio.to_thread(drive.close)
-            log.info("drive closed cleanly")
+        await self.drives.stop()  # from now on: 451 for anyone left
 
     def hurry(self) -> None:
         """A second signal: end the grace period now."""

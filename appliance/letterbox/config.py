@@ -73,6 +73,12 @@ class DriveSettings:
     # How blobs are made durable: "syncfs" (one per commit batch; for a drive that is a
     # filesystem of its own), "fsync" (per file), or "auto" (syncfs on a mount point).
     sync: str = "auto"
+    # "directory": the drive is `path` (or DATA/drive), always there (development).
+    # "usb": USB block devices are watched; the adopted drive is mounted at `path`
+    # (the appliance: /media/letterbox), offline while unplugged (letterbox/usb/).
+    mode: str = "directory"
+    # Offer loop devices as drives too (tests and demos; never on the appliance).
+    allow_loop: bool = False
 
 
 @dataclass(frozen=True)
@@ -232,6 +238,13 @@ def from_mapping(data: dict[str, Any]) -> Config:
     if isinstance(drive, DriveSettings) and drive.sync not in ("auto", "syncfs", "fsync"):
         raise ConfigError(
             f"setting 'drive.sync': expected auto, syncfs or fsync, got {drive.sync!r}"
+        )
+    if isinstance(drive, DriveSettings) and drive.mode not in ("directory", "usb"):
+        raise ConfigError(f"setting 'drive.mode': expected directory or usb, got {drive.mode!r}")
+    if isinstance(drive, DriveSettings) and drive.mode == "usb" and not drive.path.startswith("/"):
+        raise ConfigError(
+            "setting 'drive.path': with drive.mode = \"usb\" it must be the absolute mount "
+            "point, e.g. /media/letterbox"
         )
     return Config(**sections)
 

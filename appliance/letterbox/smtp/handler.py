@@ -95,10 +95,14 @@ class Gateway:
         drive: Callable[[], Drive | None],
         *,
         debug: bool = False,
+        on_unavailable: Callable[[DriveUnavailable], None] | None = None,
     ) -> None:
         self.settings = settings
         self._drive = drive
         self.debug = debug
+        # Told when the drive fails under a message (an I/O error), so the drive
+        # manager can check it and take it offline (letterbox/usb/manager.py).
+        self._on_unavailable = on_unavailable
         self._config_domains = {d.lower().rstrip(".") for d in settings.local_domains}
         self.stored = 0  # figures for tests and status lines
         self.refused = 0
@@ -167,6 +171,7 @@ class Gateway:
             delivery.write(data)
         except DriveError as exc:  # the drive has aborted the delivery already
             txn.delivery = None
+            self._unavailable(exc)
             return reply_for(exc)
         except Exception:
             log.exception("unexpected error while storing a message")
@@ -192,6 +197,7 @@ class Gateway:
             await asyncio.shield(task)
         except DriveError as exc:
             self.refused += 1
+            self._unavailable(exc)
             reply = reply_for(exc)
             self._log_refused(txn, reply, "at commit", size)
             return reply
@@ -221,6 +227,10 @@ class Gateway:
                 (time.monotonic() - began) * 1000,
             )
         return R.STORED
+
+    def _unavailable(self, exc: DriveError) -> None:
+        if isinstance(exc, DriveUnavailable) and self._on_unavailable is not None:
+            self._on_unavailable(exc)
 
     def abort(self, txn: Transaction | None) -> None:
         """Drop whatever of the message reached the drive. Safe to call twice."""
