@@ -37,6 +37,7 @@ from letterbox.status import listeners, snapshot, status_line
 from letterbox.usb.manager import DriveManager
 from letterbox.web import driveapi
 from letterbox.web.server import WebServer, listen_address
+from letterbox.web.setup import setup as mount_setup_page
 
 log = logging.getLogger("letterbox")
 
@@ -189,6 +190,7 @@ class Appliance:
         host, port = listen_address(self.cfg.web, dev=self.dev)
         server = WebServer(host=host, port=port, debug=self.cfg.log.debug)
         driveapi.setup(server.app, self.drives.drive, debug=self.cfg.log.debug)
+        mount_setup_page(server.app, self)
         try:
             bound = await server.start()
         except OSError as exc:
@@ -223,6 +225,31 @@ class Appliance:
         if pop3_stopped is not None:
             await pop3_stopped
         await self.drives.stop()  # from now on: 451 for anyone left
+
+    def ports(self) -> dict[str, int]:
+        """The ports actually bound (0: not listening), for the setup page's Devices."""
+        return {
+            "smtp": self.smtp.port if self.smtp else 0,
+            "pop3": (self.pop3.port or 0) if self.pop3 else 0,
+            "pop3s": (self.pop3.tls_port or 0) if self.pop3 else 0,
+            "web": self.web.port if self.web else 0,
+        }
+
+    async def apply_settings(self, new_cfg: config.Config) -> None:
+        """Settings changed on the setup page take effect without a restart: the next
+        SMTP session sees the size limit and local domains, the drive the retention."""
+        self.cfg = new_cfg
+        if self.smtp is not None:
+            self.smtp.reconfigure(new_cfg.smtp)
+        keep = new_cfg.drive.keep_days
+        if self.pop3 is not None:
+            self.pop3.options.expire = str(keep) if keep else "NEVER"  # RFC 2449 EXPIRE
+        manager = getattr(self, "drives", None)
+        if manager is not None and hasattr(manager, "cfg"):
+            manager.cfg = new_cfg  # a drive opened later gets the new retention too
+        drive = self.drive
+        if drive is not None:
+            await asyncio.to_thread(drive.set_retention, keep)
 
     def hurry(self) -> None:
         """A second signal: end the grace period now."""

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from letterbox import __version__, config, control, state
+from letterbox import __version__, config, control, settingsfile, state
 from letterbox.boxkeys import BoxKeys
 from letterbox.crypto import CryptoFailure, PersonalKey
 from letterbox.drive import Drive, DriveError, MailboxInfo
@@ -45,7 +45,8 @@ class Context:
     def __init__(self, args: argparse.Namespace) -> None:
         self.data_dir: Path = args.data
         try:
-            self.config = config.load(args.config)
+            # What the setup page saved (DATA/box/settings.toml) wins over the file.
+            self.config = config.load(args.config, overrides=settingsfile.read(args.data))
         except config.ConfigError as exc:
             raise UserError(str(exc)) from None
 

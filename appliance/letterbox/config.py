@@ -58,6 +58,9 @@ class Size(int):
 class BoxSettings:
     # The name the box gives itself in SMTP greetings and Received headers.
     hostname: str = "letterbox.local"
+    # The household's public host name, which its MX record points at (set on the
+    # setup page's mail settings). Empty: not known yet.
+    public_hostname: str = ""
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,9 @@ class WebSettings:
     listen_address: str = ""
     # 0: the standard port 80, or 8080 with --dev.
     port: int = 0
+    # The setup page answers only the LAN (loopback, private, link-local addresses)
+    # unless this is true.
+    allow_remote: bool = False
 
 
 @dataclass(frozen=True)
@@ -249,10 +255,14 @@ def from_mapping(data: dict[str, Any]) -> Config:
     return Config(**sections)
 
 
-def load(path: Path | None) -> Config:
-    """Read a TOML file, or return the embedded defaults when there is none."""
+def load(path: Path | None, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
+    """Read a TOML file, or return the embedded defaults when there is none.
+
+    `overrides` (section -> {key: value}, e.g. what the setup page saved in
+    DATA/box/settings.toml) win over the file, key by key.
+    """
     if path is None:
-        return Config()
+        return from_mapping(_merge({}, overrides))
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -264,4 +274,13 @@ def load(path: Path | None) -> Config:
         raise ConfigError(f"config file {path} is not UTF-8 text: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
-    return from_mapping(data)
+    return from_mapping(_merge(data, overrides))
+
+
+def _merge(data: dict[str, Any], overrides: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    merged = {name: dict(body) if isinstance(body, dict) else body for name, body in data.items()}
+    for name, body in (overrides or {}).items():
+        section = merged.setdefault(name, {})
+        if isinstance(section, dict):
+            section.update(body)
+    return merged

@@ -665,6 +665,15 @@ class Drive:
         self._unlink(batch.unlink)
         return removed
 
+    def set_retention(self, keep_days: int) -> None:
+        """Change `keep_days` on the open drive (the setup page); applied with the next
+        delivery, or by `expire()` at once."""
+        settings = dataclasses.replace(self.settings, keep_days=keep_days)
+        with self._lock:
+            self.settings = settings
+            self._space.settings = settings
+            self._last_expire = 0.0
+
     def _unlink(self, blob_ids: Iterable[str]) -> None:
         for blob_id in blob_ids:
             with contextlib.suppress(FileNotFoundError):

@@ -107,6 +107,12 @@ class Gateway:
         self.stored = 0  # figures for tests and status lines
         self.refused = 0
 
+    def reconfigure(self, settings: SmtpSettings) -> None:
+        """New settings (the setup page changed domains or the size limit): they
+        apply from the next command on; a message in flight keeps its limits."""
+        self._config_domains = {d.lower().rstrip(".") for d in settings.local_domains}
+        self.settings = settings
+
     # -- MAIL --------------------------------------------------------------------------------
 
     def mail(self, txn: Transaction) -> Reply:

@@ -71,6 +71,13 @@ class SmtpListener:
             self.port = bound[0][1]
         return bound
 
+    def reconfigure(self, settings: SmtpSettings) -> None:
+        """New settings for sessions that start from now on (EHLO's SIZE, DATA's
+        limit); sessions already open keep theirs until they end."""
+        self.settings = settings
+        self._ctx.settings = settings
+        self._ctx.gateway.reconfigure(settings)
+
     # -- Registry, for the sessions ------------------------------------------------------
 
     def admit(self, session: SmtpSession) -> Reply | None:

@@ -1,0 +1,59 @@
+"""Reading form fields: every field has a length limit and a clear message when wrong.
+
+A form is read once per request (aiohttp caches `request.post()`); views take
+values through `Form`, which refuses a missing, repeated, oversized or non-text
+field with `FormError`, whose text is shown above the form as is.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from multidict import MultiDictProxy
+
+# The whole body of one form; a request beyond it gets 413 before it is parsed.
+MAX_FORM_BYTES = 16 * 1024
+MAX_PASSWORD = 1024
+MIN_PASSWORD = 8
+
+
+class FormError(ValueError):
+    """A field that cannot be used; the message is for the person who filled it in."""
+
+
+class Form:
+    def __init__(self, data: MultiDictProxy[str | bytes | web.FileField]) -> None:
+        self._data = data
+
+    def text(self, name: str, label: str, *, max_len: int = 200, required: bool = True) -> str:
+        values = self._data.getall(name, [])
+        if len(values) > 1:
+            raise FormError(f"{label}: given more than once")
+        value = values[0] if values else ""
+        if not isinstance(value, str):
+            raise FormError(f"{label}: expected text, not a file")
+        if len(value) > max_len:
+            raise FormError(f"{label}: too long (at most {max_len} characters)")
+        if "\x00" in value:
+            raise FormError(f"{label}: contains a character that is not allowed")
+        value = value.strip() if name not in ("password", "password2") else value
+        if required and not value:
+            raise FormError(f"{label}: please fill this in")
+        return value
+
+    def echo(self, name: str, max_len: int = 254) -> str:
+        """A value to put back into the form after an error ("" if unusable)."""
+        value = self._data.get(name, "")
+        return value if isinstance(value, str) and len(value) <= max_len else ""
+
+    def new_password(self, name: str = "password", again: str = "password2") -> str:
+        password = self.text(name, "Password", max_len=MAX_PASSWORD)
+        repeated = self.text(again, "Password (again)", max_len=MAX_PASSWORD)
+        if len(password) < MIN_PASSWORD:
+            raise FormError(f"Password: use at least {MIN_PASSWORD} characters")
+        if password != repeated:
+            raise FormError("The two passwords differ; type the same password twice")
+        return password
+
+
+async def read_form(request: web.Request) -> Form:
+    return Form(await request.post())
