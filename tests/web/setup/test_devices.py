@@ -1,0 +1,140 @@
+"""Devices: the Thunderbird autoconfig, the Apple profile and the QR code."""
+
+from __future__ import annotations
+
+import plistlib
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from letterbox import crypto
+from letterbox.web.setup import autoconfig
+
+from tests.web.setup.conftest import PORTS, Page, SetupBox
+
+AUTOCONFIG_PATHS = ["/.well-known/autoconfig/mail/config-v1.1.xml", "/mail/config-v1.1.xml"]
+
+
+def check_client_config(body: bytes, domains: set[str]) -> None:
+    """The structure of Mozilla's clientConfig v1.1 as Thunderbird reads it."""
+    root = ET.fromstring(body)
+    assert root.tag == "clientConfig" and root.get("version") == "1.1"
+    (provider,) = root.findall("emailProvider")
+    assert provider.get("id") in domains
+    assert {d.text for d in provider.findall("domain")} == domains
+    assert provider.findtext("displayName") and provider.findtext("displayShortName")
+    incoming = provider.findall("incomingServer")
+    assert [(s.get("type"), s.findtext("port"), s.findtext("socketType")) for s in incoming] == [
+        ("pop3", str(PORTS["pop3s"]), "SSL"),
+        ("pop3", str(PORTS["pop3"]), "STARTTLS"),
+    ]
+    for server in incoming:
+        assert server.findtext("hostname") == "letterbox.local"
+        assert server.findtext("username") == "%EMAILADDRESS%"
+        assert server.findtext("authentication") == "password-cleartext"
+        assert server.findtext("pop3/leaveMessagesOnServer") == "true"
+    (outgoing,) = provider.findall("outgoingServer")
+    assert outgoing.get("type") == "smtp"
+    assert outgoing.findtext("port") == str(PORTS["smtp"])
+    assert outgoing.findtext("socketType") in ("plain", "SSL", "STARTTLS")
+    # Every child element is one the format defines (nothing Thunderbird would trip on).
+    allowed = {"hostname", "port", "socketType", "username", "authentication", "pop3"}
+    for server in [*incoming, outgoing]:
+        assert {child.tag for child in server} <= allowed
+
+
+def test_autoconfig_is_public_once_claimed_and_lists_the_domains(
+    run_page: Any, setup_box: SetupBox
+) -> None:
+    drive = setup_box.drive
+    assert drive is not None
+    drive.create_mailbox("anna@example.org", quota=1 << 30, password="a password")
+    drive.create_mailbox("ben@family.example", quota=1 << 30, password="a password")
+
+    async def scenario(page: Page) -> None:
+        await page.claim_and_login()
+        await page.post("/logout", {})
+        for path in AUTOCONFIG_PATHS:
+            resp = await page.client.get(path, params={"emailaddress": "anna@example.org"})
+            assert resp.status == 200
+            assert resp.headers["Content-Type"].startswith("application/xml")
+            check_client_config(await resp.read(), {"example.org", "family.example"})
+
+    run_page(scenario)
+
+
+def test_autoconfig_without_pop3_offers_no_pop3() -> None:
+    root = ET.fromstring(
+        autoconfig.client_config("box.example", ["a.example"], pop3=0, pop3s=995, smtp=25)
+    )
+    assert [s.findtext("port") for s in root.iter("incomingServer")] == ["995"]
+
+
+def test_apple_profile_is_a_well_formed_plist_and_public(
+    run_page: Any, setup_box: SetupBox
+) -> None:
+    drive = setup_box.drive
+    assert drive is not None
+    mailbox, _ = drive.create_mailbox("anna@example.org", quota=1 << 30, password="a password")
+
+    async def scenario(page: Page) -> None:
+        await page.claim_and_login()
+        _, text, _ = await page.get("/devices")
+        link = f"/mail/profile/{mailbox.id}.mobileconfig"
+        assert link in text and f"/devices/{mailbox.id}/qr.svg" in text
+        assert "letterbox.local" in text and str(PORTS["pop3s"]) in text
+        await page.post("/logout", {})
+        resp = await page.client.get(link)
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == "application/x-apple-aspen-config"
+        assert "attachment" in resp.headers["Content-Disposition"]
+        body = await resp.read()
+        doc = plistlib.loads(body)
+        assert doc["PayloadType"] == "Configuration" and doc["PayloadVersion"] == 1
+        (account,) = doc["PayloadContent"]
+        assert account["PayloadType"] == "com.apple.mail.managed"
+        assert account["EmailAccountType"] == "EmailTypePOP"
+        assert account["EmailAddress"] == "anna@example.org"
+        assert account["IncomingMailServerHostName"] == "letterbox.local"
+        assert account["IncomingMailServerPortNumber"] == PORTS["pop3s"]
+        assert account["IncomingMailServerUseSSL"] is True
+        assert account["OutgoingMailServerPortNumber"] == PORTS["smtp"]
+        assert "IncomingPassword" not in account  # the phone asks for it
+        for payload in (doc, account):
+            assert len(payload["PayloadUUID"]) == 36
+        again = await (await page.client.get(link)).read()
+        assert plistlib.loads(again)["PayloadUUID"] == doc["PayloadUUID"]  # replaces, not adds
+
+    run_page(scenario)
+
+
+def test_qr_code_is_an_svg_for_the_logged_in_admin(run_page: Any, setup_box: SetupBox) -> None:
+    drive = setup_box.drive
+    assert drive is not None
+    mailbox, _ = drive.create_mailbox("anna@example.org", quota=1 << 30, password="a password")
+
+    async def scenario(page: Page) -> None:
+        status, _, resp = await page.get(f"/devices/{mailbox.id}/qr.svg")
+        assert status == 200 and resp.headers["Content-Type"] == "image/svg+xml"
+        root = ET.fromstring(await resp.read())
+        assert root.tag.endswith("svg")
+        status, _, _ = await page.get("/devices/" + "0" * 32 + "/qr.svg")
+        assert status == 404
+
+    run_page(scenario, claimed=True)
+
+
+def test_end_to_end_mailboxes_get_no_pop3_profile(run_page: Any, setup_box: SetupBox) -> None:
+    drive = setup_box.drive
+    assert drive is not None
+    person = crypto.PersonalKey.generate()
+    mailbox, _ = drive.create_mailbox(
+        "carl@example.org", quota=1 << 30, identity_key=person.identity_key
+    )
+
+    async def scenario(page: Page) -> None:
+        _, text, _ = await page.get("/devices")
+        assert "letterbox fetch" in text
+        status, _, _ = await page.get(f"/mail/profile/{mailbox.id}.mobileconfig")
+        assert status == 404
+
+    run_page(scenario, claimed=True)
