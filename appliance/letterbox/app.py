@@ -34,6 +34,7 @@ from letterbox.notify import Notifier
 from letterbox.pop3 import DriveAuthenticator, FailureLimiter, Pop3Listener, SessionOptions
 from letterbox.smtp import Gateway, SmtpListener
 from letterbox.status import listeners, snapshot, status_line
+from letterbox.usb import commands as drive_commands
 from letterbox.usb.manager import DriveManager
 from letterbox.web import driveapi
 from letterbox.web.server import WebServer, listen_address
@@ -81,6 +82,7 @@ class Appliance:
         await self._start_web()
         # Every listener is bound: now the CLI's socket, the LAN name, and READY=1.
         register_commands(self.control, self)
+        drive_commands.register(self.control, self.drives)
         await self.control.start()
         await self._start_mdns()
         self.started_at = time.time()

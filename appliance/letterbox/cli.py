@@ -264,6 +264,53 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _drive_call(ctx: Context, command: str, params: dict[str, object] | None = None) -> dict:
+    try:
+        return control.call(ctx.data_dir, command, params, timeout=600)  # mkfs takes a while
+    except control.NotRunning as exc:
+        raise UserError(f"{exc}; start it first (the box owns the drive's mount)") from None
+    except (control.ControlError, TimeoutError) as exc:
+        raise UserError(str(exc) or "the box did not answer in time") from None
+
+
+def cmd_drive_candidates(ctx: Context, args: argparse.Namespace) -> int:
+    """USB drives the box could use, from the running box, else from a scan here."""
+    from letterbox.usb import commands as usb
+
+    try:
+        got = control.call(ctx.data_dir, "drive.candidates", timeout=15)
+        state_, found = got["state"], got["candidates"]
+    except control.NotRunning:
+        state_, found = None, [c.to_json() for c in usb.scan(ctx.config.drive.allow_loop)]
+    except (control.ControlError, TimeoutError) as exc:
+        raise UserError(str(exc) or "the box did not answer in time") from None
+    if args.json:
+        print(json.dumps({"state": state_, "candidates": found}, indent=2))
+    else:
+        print(usb.render_candidates(state_, found))
+    return 0
+
+
+def cmd_drive_adopt(ctx: Context, args: argparse.Namespace) -> int:
+    st = _drive_call(ctx, "drive.adopt", {"candidate": args.candidate})
+    print(f"Drive {st['drive_id']} on {st['device']} is online at {st['path']}.")
+    return 0
+
+
+def cmd_drive_format(ctx: Context, args: argparse.Namespace) -> int:
+    confirm = args.confirm
+    if confirm is None:
+        found = _drive_call(ctx, "drive.candidates")["candidates"]
+        match = [c for c in found if args.candidate in (c["id"], c["devnode"])]
+        if not match:
+            raise UserError(f"no drive {args.candidate!r} is plugged in")
+        print(f"This erases everything on {match[0]['devnode']} ({match[0]['model']}).")
+        confirm = input(f"Type {match[0]['devnode']} to erase it: ").strip()
+    st = _drive_call(ctx, "drive.format", {"candidate": args.candidate, "confirm": confirm})
+    print(f"Formatted {st['device']}: drive {st['drive_id']} is online at {st['path']}.")
+    return 0
+
+
 # -- run ---------------------------------------------------------------------------------
 
 
@@ -432,6 +479,20 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = drive.add_subparsers(dest="drive_command", required=True, metavar="ACTION")
     add(dsub, "check", cmd_drive_check, "verify every blob and index row; exit 1 on damage")
     add(dsub, "stats", cmd_drive_stats, "show usage, counts and free space")
+    p = add(dsub, "candidates", cmd_drive_candidates, "list USB drives the box could use")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = add(dsub, "adopt", cmd_drive_adopt, "use a Letterbox drive that is plugged in")
+    p.add_argument("candidate", metavar="CANDIDATE", help="its id or device, from `candidates`")
+    p = add(
+        dsub,
+        "format",
+        cmd_drive_format,
+        "erase a USB drive and make it the box's drive",
+        "Erase a USB drive (ext4) and make it the box's drive. Asks for the device name "
+        "as confirmation unless --confirm gives it.",
+    )
+    p.add_argument("candidate", metavar="CANDIDATE", help="its id or device, from `candidates`")
+    p.add_argument("--confirm", metavar="DEVICE", help="the device name, e.g. /dev/sda1")
 
     p = add(
         sub,
