@@ -13,7 +13,13 @@ TEST_DEBS := swaks libnet-ssleay-perl mpop fetchmail curl chromium chromium-driv
 # Peers and load generators the benchmarks run side by side.
 BENCH_DEBS := postfix dovecot-core dovecot-lmtpd dovecot-pop3d
 
-.PHONY: run test test-fast bench lint clean
+# Image building and booting (make image, make qemu, and the QEMU image test in make test).
+IMAGE_DEBS := mmdebstrap qemu-system-x86 qemu-system-arm qemu-user-static binfmt-support qemu-utils mtools dosfstools e2fsprogs fdisk zstd xz-utils openssh-client
+BOARD ?= qemu-x86_64
+# Host ports forwarded to the guest by make qemu.
+QEMU_PORTS ?= --smtp-port 2525 --pop3-port 1110 --pop3s-port 1995 --web-port 8080 --ssh-port 2222
+
+.PHONY: run test test-fast bench lint clean image qemu
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +31,7 @@ run: $(STAMP)
 	$(VENV)/bin/letterbox --data $(DATA) run --dev
 
 test: $(STAMP)
-	scripts/apt-ensure $(TEST_DEBS)
+	scripts/apt-ensure $(TEST_DEBS) $(IMAGE_DEBS)
 	$(VENV)/bin/ruff check appliance tests bench
 	$(PY) -m pytest
 
@@ -39,6 +45,15 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check appliance tests bench
 	$(VENV)/bin/ruff format --check appliance tests
+
+image: $(STAMP)
+	scripts/apt-ensure $(IMAGE_DEBS)
+	$(PY) -m image.build $(BOARD)
+
+qemu: $(STAMP)
+	scripts/apt-ensure $(IMAGE_DEBS)
+	$(PY) -m image.build $(BOARD) --compress none
+	$(PY) -m image.qemu $(BOARD) $(QEMU_PORTS)
 
 clean:
 	rm -rf $(VENV) build bench/out

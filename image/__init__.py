@@ -1,0 +1,1 @@
+"""Building Letterbox images: board configs, the rootfs, partition assembly, QEMU boots."""

@@ -1,0 +1,1 @@
+"""First-boot provisioning: turns a freshly flashed image into one household's box."""

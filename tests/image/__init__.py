@@ -1,0 +1,1 @@
+"""Tests of the board configs, image assembly, first-boot provisioning and the QEMU image."""
