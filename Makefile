@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # chromium + chromedriver for the setup page's browser test).
 # systemd: `systemd-analyze verify` checks appliance/systemd/letterbox.service;
 # iproute2: the mDNS tests run in network namespaces they make (ip netns).
-TEST_DEBS := swaks libnet-ssleay-perl mpop fetchmail curl chromium chromium-driver systemd iproute2
+TEST_DEBS := swaks libnet-ssleay-perl mpop fetchmail curl chromium chromium-driver systemd iproute2 e2fsprogs fdisk
 # Peers and load generators the benchmarks run side by side.
 BENCH_DEBS := postfix dovecot-core dovecot-lmtpd dovecot-pop3d
 

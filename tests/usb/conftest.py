@@ -60,6 +60,8 @@ class Loops:
         return sh("losetup", "--find", "--show", str(image))
 
     def detach(self, devnode: str) -> None:
+        # Partitions added with `partx -a` outlive the detach unless deleted first.
+        subprocess.run(["partx", "-d", devnode], check=False, capture_output=True)
         subprocess.run(["losetup", "-d", devnode], check=False, capture_output=True)
 
     def letterbox_image(

@@ -9,7 +9,7 @@ runs, which is the appliance; the kernel's own where it does not (containers, CI
 and those lack every ID_* property: the manager then probes the device with
 blkid (privileged.probe). A synthetic event (`echo "add $(uuid) IDBUS=usb" >
 /sys/block/loop0/uevent`, see the kernel's Documentation/ABI/testing/sysfs-uevent)
-carries its arguments as SYNTH_ARG_*; the kernel takes only alphanumeric keys
+carries its arguments as SYNTH_ARG_*; the kernel takes only alphanumeric keys and values
 (lib/kobject_uevent.c), so `ID_BUS=usb` is refused with EINVAL and tests write
 IDBUS. For loop devices, where that is how tests stand in for udev's rules,
 `properties` maps SYNTH_ARG_IDBUS and friends (SYNTH_ALIASES) to udev's names.
