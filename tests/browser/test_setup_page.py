@@ -21,6 +21,12 @@ from xml.etree import ElementTree as ET
 
 import pytest
 from letterbox import claim
+from PIL import Image
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.integration.harness import Run, write_config
 
@@ -29,11 +35,6 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 ADMIN = "admin password 1"
 ANNA = "anna@family.example"
-
-webdriver = pytest.importorskip("selenium.webdriver")
-Image = pytest.importorskip("PIL.Image")
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -104,6 +105,11 @@ def submit(driver: object, form_action: str, **fields: str) -> None:
         element.clear()
         element.send_keys(value)
     form.find_element(By.CSS_SELECTOR, 'button[type="submit"]').click()
+    # A click does not always wait for the next page (claiming runs Argon2id first).
+    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(form))
+    WebDriverWait(driver, 15).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+    )
 
 
 def usage_of(driver: object, address: str) -> tuple[str, str]:
@@ -188,6 +194,10 @@ def test_claim_add_mail_usage_and_device_setup(box: Run, browser: object) -> Non
     assert root.tag == "clientConfig"
     ports = {s.findtext("port") for s in root.iter("incomingServer")}
     assert ports == {str(box.pop3_port), str(box.pop3s_port)}
+    # Nothing typed into the page reaches the box's log.
+    log = box.stderr()
+    for secret in (ADMIN, "anna's password", recovery, code):
+        assert secret not in log
 
 
 def wait_for_download(folder: Path, suffix: str, timeout: float = 10) -> Path:

@@ -2,12 +2,14 @@
 
 A real process, real sockets, a real HTTP client (aiohttp's) and smtplib: a size
 limit saved on the page is what the very next SMTP session announces and enforces,
-without a restart, and it is still in force after one.
+and a retention what POP3 announces (EXPIRE), without a restart; both are still
+in force after one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import poplib
 import re
 import smtplib
 from pathlib import Path
@@ -44,11 +46,20 @@ async def claim_and_save_settings(run: Run, size: str) -> None:
             "csrf": token.group(1),
             "local_domains": "family.example",
             "max_message_size": size,
-            "keep_days": "0",
+            "keep_days": "30",
             "public_hostname": "",
         }
         async with http.post("/settings", data=form, allow_redirects=False) as resp:
             assert resp.status == 303, await resp.text()
+
+
+def pop3_expire(run: Run) -> str:
+    """RFC 2449 §6.7: the EXPIRE capability tells clients the retention in days."""
+    pop = poplib.POP3("127.0.0.1", run.pop3_port, timeout=10)
+    try:
+        return " ".join(pop.capa()["EXPIRE"])
+    finally:
+        pop.quit()
 
 
 def size_offered(run: Run) -> int:
@@ -73,10 +84,12 @@ def test_a_new_size_limit_applies_to_the_next_smtp_session(tmp_path: Path) -> No
     run = Run(data, cfg)
     try:
         assert size_offered(run) == 50 << 20
+        assert pop3_expire(run) == "NEVER"
         code, _ = send(run, 200_000)
         assert code == 250
         asyncio.run(claim_and_save_settings(run, "100K"))
         assert size_offered(run) == 100 << 10
+        assert pop3_expire(run) == "30"
         code, reply = send(run, 200_000)
         assert code == 552, reply
         code, _ = send(run, 50_000)
@@ -87,5 +100,6 @@ def test_a_new_size_limit_applies_to_the_next_smtp_session(tmp_path: Path) -> No
     run = Run(data, cfg)
     try:
         assert size_offered(run) == 100 << 10
+        assert pop3_expire(run) == "30"
     finally:
         assert run.stop() == 0
