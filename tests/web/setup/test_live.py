@@ -51,6 +51,10 @@ async def claim_and_save_settings(run: Run, size: str) -> None:
         }
         async with http.post("/settings", data=form, allow_redirects=False) as resp:
             assert resp.status == 303, await resp.text()
+        # Thunderbird names the address in the query; the access log leaves it out.
+        params = {"emailaddress": "someone.private@family.example"}
+        async with http.get("/mail/config-v1.1.xml", params=params) as resp:
+            assert resp.status == 200
 
 
 def pop3_expire(run: Run) -> str:
@@ -90,6 +94,8 @@ def test_a_new_size_limit_applies_to_the_next_smtp_session(tmp_path: Path) -> No
         asyncio.run(claim_and_save_settings(run, "100K"))
         assert size_offered(run) == 100 << 10
         assert pop3_expire(run) == "30"
+        assert '"GET /mail/config-v1.1.xml HTTP/1.1" 200' in run.stderr()
+        assert "someone.private" not in run.stderr()
         code, reply = send(run, 200_000)
         assert code == 552, reply
         code, _ = send(run, 50_000)
