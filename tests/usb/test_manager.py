@@ -94,6 +94,12 @@ def test_adopt_an_existing_letterbox_drive(loops: Loops, usb_data: Setup) -> Non
     remembered = json.loads(remembered_path(data).read_text())
     assert remembered["drive_id"] == drive_id and remembered["fs_uuid"]
 
+    async def after_restart(m: DriveManager) -> None:  # the box boots with its drive in
+        st = m.state()
+        assert st.state == "online" and st.drive_id == drive_id and st.device == dev
+
+    run(usb_data, after_restart)
+
 
 def test_format_needs_the_device_name_and_writes_nothing_without_it(
     loops: Loops, usb_data: Setup
