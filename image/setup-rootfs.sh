@@ -6,9 +6,12 @@ set -eu
 B=/tmp/letterbox-build
 
 echo "setup-rootfs: letterbox user, /var/lib/letterbox, /media/letterbox"
-useradd --system --home-dir /var/lib/letterbox --no-create-home --shell /usr/sbin/nologin \
+# The system user owns no process yet: letterbox.service runs as root with a cut-down
+# capability set because it mounts and formats USB drives (see the unit). The data
+# directory matches the unit's StateDirectoryMode=0700.
+useradd --system --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin \
   --user-group letterbox
-install -d -o letterbox -g letterbox -m 0750 /var/lib/letterbox
+install -d -m 0700 /var/lib/letterbox
 install -d -m 0755 /media/letterbox /boot/firmware /etc/letterbox
 
 echo "setup-rootfs: Python venv /opt/letterbox from $(ls $B/wheels | wc -l) wheels (offline)"

@@ -19,7 +19,6 @@ import datetime
 import hashlib
 import json
 import os
-import pwd
 import socket
 import subprocess
 import sys
@@ -169,20 +168,6 @@ def _apply_system(box: Box, plan: Provisioning, short: str, applied: list[str]) 
         applied.append("ssh")
 
 
-def _chown_data(box: Box) -> None:
-    """The daemon runs as the `letterbox` user and must own what is made here as root."""
-    try:
-        user = pwd.getpwnam("letterbox")
-    except KeyError:
-        return
-    if not box.live:
-        return
-    for dirpath, _dirs, files in os.walk(box.data):
-        os.chown(dirpath, user.pw_uid, user.pw_gid)
-        for f in files:
-            os.chown(os.path.join(dirpath, f), user.pw_uid, user.pw_gid)
-
-
 def _write_report(box: Box, result: Result) -> None:
     doc = {
         "ok": result.ok,
@@ -232,7 +217,7 @@ def provision(box: Box) -> Result:
     write_atomic(box.config, tomlwrite.dumps(doc, header).encode(), mode=0o644)
     applied.append("config")
 
-    box.data.mkdir(parents=True, exist_ok=True, mode=0o750)
+    box.data.mkdir(parents=True, exist_ok=True, mode=0o700)
     BoxKeys.load_or_create(box.data)
     tls.ensure_self_signed(box.data, fqdn)
     applied.append("box-keys")
@@ -250,7 +235,6 @@ def provision(box: Box) -> Result:
         )
         write_atomic(box.boot / SETUP_CODE_FILE, note.encode(), mode=0o644)
     _scrub_boot(box, plan)
-    _chown_data(box)
     result = Result(ok=True, applied=applied, setup_code=code)
     _write_report(box, result)
     write_atomic(box.data / MARKER_FILE, b"", mode=0o644)
