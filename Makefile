@@ -14,7 +14,7 @@ TEST_DEBS := swaks libnet-ssleay-perl mpop fetchmail curl chromium chromium-driv
 BENCH_DEBS := postfix dovecot-core dovecot-lmtpd dovecot-pop3d
 
 # Image building and booting (make image, make qemu, and the QEMU image test in make test).
-IMAGE_DEBS := mmdebstrap qemu-system-x86 qemu-system-arm qemu-user-static binfmt-support qemu-utils mtools dosfstools e2fsprogs fdisk zstd xz-utils openssh-client
+IMAGE_DEBS := mmdebstrap qemu-system-x86 qemu-system-arm qemu-user-static binfmt-support qemu-utils mtools dosfstools e2fsprogs fdisk zstd xz-utils openssh-client arch-test
 BOARD ?= qemu-x86_64
 # Host ports forwarded to the guest by make qemu.
 QEMU_PORTS ?= --smtp-port 2525 --pop3-port 1110 --pop3s-port 1995 --web-port 8080 --ssh-port 2222

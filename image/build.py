@@ -249,12 +249,7 @@ def stage(board: Board, work: Path) -> tuple[Path, Path]:
     enable = ["letterbox-ready.service", "letterbox-firstboot.service"]
     shipped = sorted((REPO / "appliance/systemd").glob("*.*"))
     if not any(u.name == "letterbox.service" for u in shipped):
-        # Only while the unit is being written: a stand-in kept in build/ (never shipped).
-        standin = BUILD / "letterbox.service"
-        if not standin.exists():
-            raise BuildError("appliance/systemd/letterbox.service is missing")
-        print(f"WARNING: using the stand-in {standin.relative_to(REPO)}", flush=True)
-        shipped.append(standin)
+        raise BuildError("appliance/systemd/letterbox.service is missing")
     for unit in shipped:
         shutil.copy2(unit, units / unit.name)
         if unit.suffix in (".service", ".socket", ".timer", ".path"):

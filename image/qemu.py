@@ -124,7 +124,9 @@ class QemuVM:
         self.qmp_path.unlink(missing_ok=True)
         if self.serial_file is not None:
             self.serial_file.write_bytes(b"")
-        self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL)
+        # With the console in the terminal, QEMU reads the keyboard; otherwise nothing.
+        stdin = None if self.serial_file is None else subprocess.DEVNULL
+        self.process = subprocess.Popen(self.command(), stdin=stdin)
 
     def serial_text(self) -> str:
         assert self.serial_file is not None
