@@ -331,6 +331,28 @@ def mmdebstrap(board: Board, work: Path, early: Path, late: Path) -> Path:
     return rootfs
 
 
+def check_boot_files(board: Board, bootfs: Path) -> None:
+    """Refuse an image that cannot boot: the boot partition must hold what the board's
+    boot method loads (QEMU: kernel and initrd; Pi firmware: config.txt, cmdline.txt
+    pointing at our root, a kernel, an initrd and the device trees)."""
+    names = {p.name for p in bootfs.iterdir()}
+    if board.boot_method == "direct-kernel":
+        missing = {"vmlinuz", "initrd.img", "cmdline.txt"} - names
+    else:
+        missing = {"config.txt", "cmdline.txt"} - names
+        if not any(n.startswith("vmlinuz") for n in names):
+            missing.add("vmlinuz-*")
+        if not any(n.startswith("initrd.img") for n in names):
+            missing.add("initrd.img-*")
+        if not any(n.endswith(".dtb") for n in names):
+            missing.add("*.dtb")
+    if missing:
+        raise BuildError(f"the boot partition lacks {', '.join(sorted(missing))}")
+    cmdline = (bootfs / "cmdline.txt").read_text()
+    if "root=LABEL=root" not in cmdline:
+        raise BuildError(f"cmdline.txt does not boot the root partition: {cmdline.strip()!r}")
+
+
 def _read_table(path: Path, sep: str) -> dict[str, str]:
     out = {}
     for line in path.read_text().splitlines():
@@ -416,6 +438,7 @@ def build(board: Board, compression: str = "xz", force: bool = False) -> Path:
         # mount point.
         shutil.move(rootfs / "boot/firmware", bootfs)
         (rootfs / "boot/firmware").mkdir()
+        check_boot_files(board, bootfs)
         tmp = image.with_suffix(".img.tmp")
         partitions.assemble(bootfs, rootfs, tmp, board.image_size, board.boot_size, work)
         os.replace(tmp, image)
