@@ -29,6 +29,7 @@ from pathlib import Path
 from letterbox import claim, config, tls
 from letterbox.boxkeys import BoxKeys
 from letterbox.fsutil import write_atomic
+from letterbox.status import PROVISIONING_REPORT
 
 from provisioning import growroot, settings, tomlwrite
 from provisioning.settings import Provisioning, ProvisioningError
@@ -36,7 +37,7 @@ from provisioning.settings import Provisioning, ProvisioningError
 BOOT_DIR = "boot/firmware"
 DATA_DIR = "var/lib/letterbox"
 CONFIG_FILE = "etc/letterbox/letterbox.toml"
-REPORT_FILE = "box/provisioning.json"  # under DATA_DIR
+REPORT_FILE = PROVISIONING_REPORT  # under DATA_DIR; `letterbox status` shows it
 MARKER_FILE = "box/provisioned"  # under DATA_DIR; the unit's ConditionPathExists=!
 SETUP_CODE_FILE = "SETUP-CODE.txt"  # on the boot partition
 CONSOLE_PREFIX = "letterbox-firstboot:"

@@ -63,7 +63,7 @@ async def add_mailbox(app: Appliance, params: dict[str, Any]) -> dict[str, Any]:
         quota = app.cfg.mailbox.default_quota if raw_quota is None else Size.parse(raw_quota)
     except ValueError as exc:
         raise ControlError(f"quota: {exc}") from None
-    drive = status.current_drive(app)
+    drive = app.drives.drive()
     if drive is None:
         raise ControlError("the drive is offline; mailboxes can be added once it is back")
     try:

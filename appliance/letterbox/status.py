@@ -9,10 +9,11 @@ socket (`status` command) and formats it with `format_status`.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import sqlite3
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from letterbox import __version__, claim
@@ -22,6 +23,23 @@ if TYPE_CHECKING:
     from letterbox.drive import Drive
 
 log = logging.getLogger("letterbox.status")
+
+# Written by first-boot provisioning (provisioning/firstboot.py) on the image:
+# {"ok": bool, "error": str | null, "applied": [...], "at": ISO 8601}.
+PROVISIONING_REPORT = "box/provisioning.json"
+
+
+def provisioning_report(data_dir: Path) -> dict[str, Any] | None:
+    """What first boot did with the boot partition's letterbox.toml; None off the image."""
+    try:
+        doc = json.loads((data_dir / PROVISIONING_REPORT).read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return {"ok": False, "error": f"the first-boot report is unreadable ({exc})"}
+    if not isinstance(doc, dict):
+        return {"ok": False, "error": "the first-boot report is damaged"}
+    return doc
 
 
 def listeners(app: Appliance) -> list[dict[str, Any]]:
@@ -45,63 +63,8 @@ def listeners(app: Appliance) -> list[dict[str, Any]]:
     return out
 
 
-def current_drive(app: Appliance) -> Drive | None:
-    drives = getattr(app, "drives", None)
-    if drives is not None:
-        return drives.drive()
-    return getattr(app, "drive", None)
-
-
 def drive_state(app: Appliance) -> dict[str, Any]:
-    """The drive as the drive manager sees it, or (before there is one) as `app.drive`."""
-    drives = getattr(app, "drives", None)
-    if drives is not None:
-        return dict(drives.state().to_json())
-    drive = getattr(app, "drive", None)
-    path = str(app.cfg.drive_path(app.data_dir))
-    if drive is None:
-        return {
-            "state": "offline",
-            "drive_id": "",
-            "path": path,
-            "device": "",
-            "reason": "the drive could not be opened (see the log)",
-            "total": 0,
-            "free": 0,
-        }
-    try:
-        st = os.statvfs(path)
-        total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
-    except OSError:
-        total = free = 0
-    return {
-        "state": "online",
-        "drive_id": drive.identity.drive_id,
-        "path": path,
-        "device": "",
-        "reason": "",
-        "total": total,
-        "free": free,
-    }
-
-
-def _last_received(drive: Drive) -> int | None:
-    """The newest delivery's arrival time, from a read-only connection of our own.
-
-    An indexed MAX (deliveries_received), so it costs the same on a full drive; its
-    own connection so as not to hold the drive's reader lock.
-    """
-    uri = f"file:{drive.layout.index}?mode=ro"
-    try:
-        conn = sqlite3.connect(uri, uri=True, timeout=1.0)
-        try:
-            row = conn.execute("SELECT MAX(received) FROM deliveries").fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        log.debug("last received time unavailable: %s", exc)
-        return None
-    return None if row is None or row[0] is None else int(row[0])
+    return dict(app.drives.state().to_json())
 
 
 def mail_figures(drive: Drive | None, *, light: bool = False) -> dict[str, Any]:
@@ -117,7 +80,7 @@ def mail_figures(drive: Drive | None, *, light: bool = False) -> dict[str, Any]:
         "mailboxes": len(boxes),
         "messages": sum(m.messages for m in boxes),
         "bytes_used": sum(m.used for m in boxes),
-        "last_received": None if light else _last_received(drive),
+        "last_received": None if light else drive.last_received(),
     }
 
 
@@ -149,8 +112,9 @@ def snapshot(app: Appliance, *, light: bool = False) -> dict[str, Any]:
         },
         "claimed": code is None,
         "setup_code": code,
+        "provisioning": provisioning_report(app.data_dir),
     }
-    snap.update(mail_figures(current_drive(app), light=light))
+    snap.update(mail_figures(app.drives.drive(), light=light))
     return snap
 
 
@@ -214,6 +178,9 @@ def status_line(snap: dict[str, Any]) -> str:
         text = f"Drive offline{reason}; mail is answered 451 (senders retry)"
     if not snap["claimed"]:
         text += "; unclaimed, setup code on the console"
+    report = snap.get("provisioning")
+    if report is not None and not report.get("ok"):
+        text += "; letterbox.toml on the boot partition was refused (letterbox status)"
     return text
 
 
@@ -241,6 +208,15 @@ def format_status(snap: dict[str, Any]) -> str:
         lines.append(f"  LAN name   {mdns['name'].rstrip('.')} (mDNS)")
     else:
         lines.append("  LAN name   not announced (mDNS off)")
+    report = snap.get("provisioning")
+    if report is not None and not report.get("ok"):
+        lines.append(
+            f"  first boot letterbox.toml refused, nothing of it applied: {report.get('error')}"
+        )
+        lines.append("             fix the file on the boot partition and restart the box")
+    elif report is not None:
+        applied = ", ".join(report.get("applied") or []) or "nothing to change"
+        lines.append(f"  first boot applied {applied} ({report.get('at', '?')})")
     if snap["claimed"]:
         lines.append("  setup      claimed")
     else:

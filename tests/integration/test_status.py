@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from letterbox import __version__, claim, control
+from letterbox.status import PROVISIONING_REPORT, status_line
 
 from tests.integration.harness import SAMPLE, Run, write_config
 
@@ -84,6 +85,32 @@ def test_status_of_a_running_box(tmp_path: Path) -> None:
         assert run.stop() == 0
     assert not (data / "run" / "control.sock").exists()
     assert cli(data, "status").returncode == 3
+
+
+@pytest.mark.slow
+def test_status_shows_what_first_boot_did_with_the_provisioning_file(tmp_path: Path) -> None:
+    """provisioning/firstboot.py writes the report; a refused file must be visible at
+    the console, in `letterbox status` and in systemd's STATUS line."""
+    data = tmp_path / "data"
+    (data / "box").mkdir(parents=True)
+    report = data / PROVISIONING_REPORT
+    report.write_text(
+        json.dumps({"ok": False, "error": "wifi.country: 'XX' is not a country code"})
+    )
+    run = Run(data, write_config(tmp_path / "letterbox.toml"))
+    try:
+        done = cli(data, "status")
+        assert done.returncode == 0, done.stderr
+        assert "letterbox.toml refused, nothing of it applied: wifi.country: 'XX'" in done.stdout
+        snap = json.loads(cli(data, "status", "--json").stdout)
+        assert "boot partition was refused" in status_line(snap)
+
+        report.write_text(json.dumps({"ok": True, "applied": ["hostname", "ssh"], "at": "T"}))
+        done = cli(data, "status")
+        assert "first boot applied hostname, ssh (T)" in done.stdout
+        assert "refused" not in done.stdout
+    finally:
+        assert run.stop() == 0
 
 
 @pytest.mark.slow

@@ -802,6 +802,13 @@ class Drive:
 
     # -- figures -----------------------------------------------------------------------
 
+    def last_received(self) -> int | None:
+        """When the newest message still on the drive arrived (an indexed MAX, so it
+        costs the same on a full drive); None when the drive holds no mail."""
+        with self._read_lock:
+            row = self._reader.execute("SELECT MAX(received) FROM deliveries").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     def stats(self) -> dict[str, int | str]:
         with self._read_lock:
             mailboxes = self._reader.execute("SELECT COUNT(*) FROM mailboxes").fetchone()[0]
