@@ -19,6 +19,13 @@ python3 -m venv /opt/letterbox
 /opt/letterbox/bin/pip install -q --disable-pip-version-check --no-index \
   --find-links $B/wheels -r $B/requirements.txt letterbox
 /opt/letterbox/bin/pip list --disable-pip-version-check --format=freeze > $B/python-packages.txt
+# At the console, `letterbox status` (and every other command) means the running
+# box: its data directory and config, not the CLI's development default ./.letterbox.
+cat > /usr/local/bin/letterbox <<'WRAPPER'
+#!/bin/sh
+exec /opt/letterbox/bin/letterbox --data /var/lib/letterbox --config /etc/letterbox/letterbox.toml "$@"
+WRAPPER
+chmod 0755 /usr/local/bin/letterbox
 
 echo "setup-rootfs: enabling units"
 for unit in $UNITS_TO_ENABLE; do
