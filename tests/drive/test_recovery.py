@@ -122,3 +122,23 @@ def test_open_after_unclean_stop_removes_temporaries_and_orphans(tmp_path: Path)
     assert check_drive(data_dir / "drive", BoxKeys.load_or_create(data_dir)).ok
     with open_drive(data_dir) as clean:
         assert not clean.recovery.crashed and not clean.recovery
+
+
+def test_an_abandoned_drive_is_reconciled_when_it_is_opened_again(tmp_path: Path) -> None:
+    """The USB manager abandons a failing drive instead of closing it: a clean close
+    would mark it clean and the next open would trust orphan blobs left by the failure."""
+    data_dir = tmp_path / "data"
+    drive = open_drive(data_dir)
+    mailbox, _ = drive.create_mailbox("a@example.org", quota=1 << 30, password=PASSWORD)
+    kept = drive.deliver("x@example.net", [mailbox.address], message(1))
+    orphan = drive.layout.blob("ef" + "2" * 30)
+    orphan.write_bytes(b"LBXB\x01\x00\x00\x00" + b"\x00" * 100)  # a failed commit's blob
+    drive.abandon()
+    assert drive.layout.open_marker.exists()
+    drive.abandon()  # twice is harmless, like close()
+
+    with open_drive(data_dir) as again:
+        assert again.recovery.crashed and again.recovery.orphan_blobs == 1
+        assert not orphan.exists()
+        secret = again.unlock(mailbox.id, PASSWORD)
+        assert again.open_message(mailbox.id, kept[0], secret).read() == message(1)

@@ -162,6 +162,12 @@ class Drive:
         """Finish pending commits, checkpoint the index and mark the drive clean."""
         self._shutdown(clean=True)
 
+    def abandon(self) -> None:
+        """Let go of a drive that failed or vanished: pending commits finish or fail
+        as they may, but the drive is not marked clean, so the next open runs the
+        crash recovery (temporaries, orphan blobs) instead of trusting it."""
+        self._shutdown(clean=False)
+
     def _shutdown(self, *, clean: bool) -> None:
         if self._closed:
             return

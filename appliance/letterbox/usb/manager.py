@@ -244,16 +244,16 @@ class DriveManager:
             log.error("drive unavailable (%s); SMTP answers 451 until it is back", exc)
             self._state = DriveState("offline", path=str(self.mount_point), reason=str(exc))
             return
-        self._set_online(drive, "")
+        await self._set_online(drive, "")
 
-    def _set_online(self, drive: Drive, devnode: str) -> None:
+    async def _set_online(self, drive: Drive, devnode: str) -> None:
         self._drive = drive
         self._current = devnode
         self._current_disk = _disk_of(devnode)
         self._state = DriveState(
             "online", drive_id=drive.identity.drive_id, path=str(self.mount_point), device=devnode
         )
-        stats = drive.stats()
+        stats = await asyncio.to_thread(drive.stats)  # table counts: off the loop
         log.info(
             "drive %s online at %s%s: %s mailboxes, %s messages",
             stats["drive_id"],
@@ -403,7 +403,7 @@ class DriveManager:
                 dev.candidate.describe() if dev else devnode,
             )
             await asyncio.to_thread(save_remembered, self.data_dir, self._remembered)
-        self._set_online(drive, devnode)
+        await self._set_online(drive, devnode)
 
     async def _offline(self, reason: str) -> None:
         """Stop taking mail at once, then close the drive and let go of the mount."""
@@ -417,7 +417,9 @@ class DriveManager:
         )
         log.error("drive offline: %s; SMTP answers 451 until it is back", reason)
         if drive is not None:
-            await asyncio.to_thread(_close_quietly, drive)
+            # Not a clean close: a failing drive must be reconciled (orphan blobs,
+            # half-made files) when it is next opened, so its open marker stays.
+            await asyncio.to_thread(_close_quietly, drive, clean=False)
         if self.usb:
             await self._unmount(lazy=True)
         self._current = ""
@@ -469,10 +471,13 @@ def _disk_of(devnode: str) -> str:
     return f"/dev/{sys_dir.resolve().parent.name}"
 
 
-def _close_quietly(drive: Drive) -> None:
+def _close_quietly(drive: Drive, *, clean: bool = True) -> None:
     """Close a drive whose device may be gone: what could be flushed is; errors are logged."""
     try:
-        drive.close()
+        if clean:
+            drive.close()
+        else:
+            drive.abandon()
     except (OSError, sqlite3.Error, DriveError) as exc:
         log.warning("closing the drive: %s", exc)
 
@@ -495,10 +500,3 @@ def _health_problem(mount_point: Path, devnode: str) -> str:
     except OSError as exc:
         return f"a test write failed: {exc.strerror or exc}"
     return ""
-
-
-def candidate_list_json(manager: DriveManager) -> dict[str, object]:
-    return {
-        "state": manager.state().to_json(),
-        "candidates": [c.to_json() for c in manager.candidates()],
-    }
