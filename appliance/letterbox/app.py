@@ -86,7 +86,9 @@ class Appliance:
         await self.control.start()
         await self._start_mdns()
         self.started_at = time.time()
-        self.notifier.ready(status_line(snapshot(self, light=True)))
+        self.notifier.ready(
+            await asyncio.to_thread(lambda: status_line(snapshot(self, light=True)))
+        )
         self.notifier.start(lambda: status_line(snapshot(self, light=True)))
 
     async def _start_mdns(self) -> None:

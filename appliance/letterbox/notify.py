@@ -162,7 +162,9 @@ class Notifier:
         while True:
             await asyncio.sleep(every)
             try:
-                self.status(status())
+                # Building the line reads the drive (statvfs, SQLite): on a failing
+                # USB stick that can hang, and the loop must keep pinging the watchdog.
+                self.status(await asyncio.to_thread(status))
             except Exception:  # a status line must never take the box down
                 log.exception("could not build the status line")
 

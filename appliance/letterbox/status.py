@@ -87,8 +87,8 @@ def mail_figures(drive: Drive | None, *, light: bool = False) -> dict[str, Any]:
 def snapshot(app: Appliance, *, light: bool = False) -> dict[str, Any]:
     """The whole picture (blocking: a few small queries; call it off the event loop).
 
-    `light` leaves out the last-received time (its own SQLite connection), for the
-    STATUS line that is rebuilt every few seconds on the loop."""
+    `light` leaves out the last-received time, which systemd's STATUS line (rebuilt
+    every few seconds, in a thread) does not show."""
     mdns = getattr(app, "mdns", None)
     started = getattr(app, "started_at", None)
     try:
