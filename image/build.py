@@ -27,9 +27,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from letterbox import tomlwrite
+
 from image import boards, partitions
 from image.boards import Board
-from provisioning import tomlwrite
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "build"

@@ -26,12 +26,12 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from letterbox import claim, config, tls
+from letterbox import claim, config, tls, tomlwrite
 from letterbox.boxkeys import BoxKeys
 from letterbox.fsutil import write_atomic
 from letterbox.status import PROVISIONING_REPORT
 
-from provisioning import growroot, settings, tomlwrite
+from provisioning import growroot, settings
 from provisioning.settings import Provisioning, ProvisioningError
 
 BOOT_DIR = "boot/firmware"

@@ -14,13 +14,13 @@ The file is written atomically (temporary name, fsync, rename, directory fsync).
 
 from __future__ import annotations
 
-import json
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from letterbox import config
 from letterbox.fsutil import write_atomic
+from letterbox.tomlwrite import value as _toml_value
 
 SETTINGS_FILE = "box/settings.toml"
 
@@ -63,19 +63,6 @@ def _check(data: dict[str, Any], where: object) -> None:
                     f"settings file {where}: '{section}.{key}' cannot be set from the setup page"
                 )
     config.from_mapping(data)  # every value coerces, or ConfigError naming the key
-
-
-def _toml_value(value: object) -> str:
-    # JSON string escapes are valid TOML basic-string escapes (TOML 1.0, "String").
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(int(value))
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=True)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as a setting")
 
 
 def render(data: Overrides) -> str:

@@ -13,10 +13,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from letterbox import claim, config, crypto
+from letterbox import claim, config, crypto, tomlwrite
 
 from image import boards
-from provisioning import firstboot, settings, tomlwrite
+from provisioning import firstboot, settings
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = crypto.Argon2Limits(opslimit=1, memlimit=8 << 20)
