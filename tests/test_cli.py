@@ -196,3 +196,18 @@ def test_end_to_end_mailbox_writes_a_key_file_and_keeps_no_secret(lbx, tmp_path:
         "mailbox", "add", "y@example.org", "--end-to-end", "--password-stdin", stdin="p\n"
     )
     assert missing.returncode == 1 and "--key-file" in missing.stderr
+
+
+def test_usb_mode_commands_refuse_a_drive_that_is_not_mounted_here(tmp_path: Path, lbx) -> None:  # type: ignore[no-untyped-def]
+    """At the appliance's console the USB drive is mounted only inside the running
+    box's namespace: a drive command must say so, not make an empty drive on the SD card."""
+    mount_point = tmp_path / "media"
+    mount_point.mkdir()
+    (tmp_path / "letterbox.toml").write_text(
+        CHEAP + f'[drive]\nmode = "usb"\npath = "{mount_point}"\n'
+    )
+    for args in (("mailbox", "list"), ("drive", "stats"), ("drive", "check")):
+        done = lbx(*args)
+        assert done.returncode == 1, (args, done.stdout, done.stderr)
+        assert f"the USB drive is not mounted at {mount_point}" in done.stderr
+    assert list(mount_point.iterdir()) == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -53,7 +54,23 @@ class Context:
     def keys(self) -> BoxKeys:
         return BoxKeys.load_or_create(self.data_dir)
 
+    def usb_drive_mounted(self) -> None:
+        path = self.config.drive_path(self.data_dir)
+        if not os.path.ismount(path):
+            raise UserError(
+                f"the USB drive is not mounted at {path} for this command: the running "
+                "box keeps it to itself. Use the setup page, or the commands that go "
+                "through the box (status, mailbox add, drive candidates|adopt|format)"
+            )
+
     def open_drive(self, *, create: bool = True) -> Drive:
+        """The drive, opened by this process. For a USB drive only when it is mounted
+        here: the running box mounts it inside its own mount namespace (see the unit),
+        so at the console the mount point is an empty directory, and opening it would
+        quietly make a new, empty drive on the SD card."""
+        if self.config.drive.mode == "usb":
+            self.usb_drive_mounted()
+            create = False  # a USB drive is made by `drive format`, never implicitly
         try:
             return state.open_drive(self.config, self.data_dir, create=create)
         except DriveError as exc:
@@ -210,6 +227,8 @@ def cmd_mailbox_recovery_reset(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_drive_check(ctx: Context, args: argparse.Namespace) -> int:
     from letterbox.drive.check import check_drive
 
+    if ctx.config.drive.mode == "usb":
+        ctx.usb_drive_mounted()
     report = check_drive(ctx.config.drive_path(ctx.data_dir), ctx.keys())
     print(report.render())
     return 0 if report.ok else 1
