@@ -4,9 +4,20 @@ code, grow the root filesystem to the card, and never run again.
 Order matters. The whole file is checked first (settings.parse) and the new appliance
 config is checked by letterbox.config itself, so a bad file changes nothing and is
 reported on the console and in DATA/box/provisioning.json, which `letterbox status`
-shows. Only then is anything written, each file atomically; the `provisioned` marker is
-written last, so a power cut during first boot means it runs again, which is safe
-because every step is idempotent.
+shows. Then, so that a power cut at any point leaves a box that finishes on the next
+boot (the unit runs until the `provisioned` marker exists):
+
+1. Apply: system files, the appliance config, box keys, TLS, the admin hash or the setup
+   code. Each file is written atomically and each step only makes what is missing or
+   rewrites the same content, so a cut here means the next boot applies the (untouched)
+   boot file again with the same outcome.
+2. Record success: the report (ok, what was applied), then DATA/box/letterbox.toml.applied,
+   the boot file as it is to be left (secrets removed). From here on the boot file is
+   never read again: a cut during the scrub would leave it without the Wi-Fi passphrase,
+   and re-reading that would refuse the file and report that nothing was applied.
+3. Scrub the boot partition from that record (_scrub_boot) and only then write the
+   marker. A boot that finds the record but no marker did steps 1–2 already and does
+   step 3 again, which is safe to repeat.
 
 Runs as root from letterbox-firstboot.service, before letterbox.service. `root` is a
 prefix ("/" on the box) so the same code runs in tests against a directory tree.
@@ -38,6 +49,7 @@ BOOT_DIR = "boot/firmware"
 DATA_DIR = "var/lib/letterbox"
 CONFIG_FILE = "etc/letterbox/letterbox.toml"
 REPORT_FILE = PROVISIONING_REPORT  # under DATA_DIR; `letterbox status` shows it
+APPLIED_FILE = "box/letterbox.toml.applied"  # under DATA_DIR; the boot file, secrets removed
 MARKER_FILE = "box/provisioned"  # under DATA_DIR; the unit's ConditionPathExists=!
 SETUP_CODE_FILE = "SETUP-CODE.txt"  # on the boot partition
 CONSOLE_PREFIX = "letterbox-firstboot:"
@@ -74,6 +86,7 @@ class Result:
     error: str | None = None
     applied: list[str] = field(default_factory=list)
     setup_code: str | None = None
+    host: str | None = None  # NAME.local: the setup page's address
 
 
 def say(message: str) -> None:
@@ -86,23 +99,26 @@ def is_provisioned(box: Box) -> bool:
 
 
 def _new_config(box: Box, plan: Provisioning) -> tuple[dict[str, dict[str, object]], str]:
-    """The appliance config with the maker's choices merged in, and the box's name;
-    checked by letterbox.config so the daemon is sure to accept what we write."""
+    """The appliance config with the maker's choices merged in, and the box's name (one
+    label); checked by letterbox.config so the daemon is sure to accept what we write.
+
+    One name everywhere: the daemon announces `mdns.name` as NAME.local (lan/mdns.py),
+    `box.hostname` is what it calls itself in SMTP greetings and its TLS certificate, and
+    the system host name (which the console banner prints as NAME.local) is NAME too."""
     try:
         doc = tomllib.loads(box.config.read_text()) if box.config.exists() else {}
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ProvisioningError(f"the image's {CONFIG_FILE} is damaged: {exc}") from None
-    hostname = plan.hostname or DEFAULT_HOSTNAME
-    # A bare name is announced over mDNS as NAME.local; a dotted name is used as given.
-    fqdn = hostname if "." in hostname else f"{hostname}.local"
-    doc.setdefault("box", {})["hostname"] = fqdn
+    name = plan.hostname or DEFAULT_HOSTNAME
+    doc.setdefault("box", {})["hostname"] = f"{name}.local"
+    doc.setdefault("mdns", {})["name"] = name
     if plan.local_domains:
         doc.setdefault("smtp", {})["local_domains"] = list(plan.local_domains)
     try:
         config.from_mapping(doc)
     except config.ConfigError as exc:
         raise ProvisioningError(f"the resulting {CONFIG_FILE} would be rejected: {exc}") from None
-    return doc, fqdn
+    return doc, name
 
 
 def wpa_psk(ssid: str, passphrase: str) -> str:
@@ -125,13 +141,13 @@ def _enable(box: Box, unit: str, template: str | None = None) -> None:
         subprocess.run(["systemctl", "start", "--no-block", unit], check=False)
 
 
-def _apply_system(box: Box, plan: Provisioning, short: str, applied: list[str]) -> None:
+def _apply_system(box: Box, plan: Provisioning, name: str, applied: list[str]) -> None:
     etc = box.root / "etc"
-    write_atomic(etc / "hostname", f"{short}\n".encode(), mode=0o644)
-    hosts = f"127.0.0.1\tlocalhost\n127.0.1.1\t{short}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    write_atomic(etc / "hostname", f"{name}\n".encode(), mode=0o644)
+    hosts = f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
     write_atomic(etc / "hosts", hosts.encode(), mode=0o644)
     if box.live:
-        socket.sethostname(short)
+        socket.sethostname(name)
     applied.append("hostname")
     if plan.timezone:
         localtime = etc / "localtime"
@@ -181,46 +197,104 @@ def _write_report(box: Box, result: Result) -> None:
     write_atomic(path, (json.dumps(doc, indent=1) + "\n").encode(), mode=0o644)
 
 
-def _scrub_boot(box: Box, plan: Provisioning) -> None:
-    """Leave the maker's file on the card without its secrets, saying it was applied."""
-    path = box.boot / settings.FILE_NAME
-    if not path.exists():
-        return
+def overwrite_in_place(path: Path) -> None:
+    """Write zeros over a file's whole length through its own inode and flush them to
+    the device, so the blocks that held it no longer do.
+
+    On the FAT boot partition, replacing a file (temporary file, rename) frees the old
+    clusters without erasing them: the Wi-Fi passphrase and admin hash would stay on
+    the card for any undelete tool or `strings` of a card image. FAT has no copy on
+    write, so writing through the existing file lands on those very clusters. The
+    fsync matters: dirty pages of a file that is then replaced may be dropped unwritten.
+    (An SD card's flash controller may still keep old copies in remapped pages; that
+    needs the card's own erase, which no filesystem write can force.)"""
+    with open(path, "r+b") as fh:
+        left = os.fstat(fh.fileno()).st_size
+        zeros = bytes(min(left, 1 << 16))
+        while left:
+            left -= fh.write(zeros[:left])
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _boot_text(plan: Provisioning) -> bytes:
+    """What stays on the boot partition: the maker's settings without the secrets."""
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     header = (
         f"Applied at first boot ({stamp}). The Wi-Fi passphrase and admin password hash\n"
         "were removed. Editing this file changes nothing now: use the setup page."
     )
-    write_atomic(path, tomlwrite.dumps(settings.redacted(plan.raw), header).encode(), mode=0o644)
+    return tomlwrite.dumps(settings.redacted(plan.raw), header).encode()
+
+
+def _scrub_boot(box: Box, text: bytes) -> None:
+    """Replace the maker's file on the card with `text`, erasing the old contents first.
+    Safe to repeat after a power cut at any point: a half-zeroed file is zeroed again."""
+    path = box.boot / settings.FILE_NAME
+    if not path.exists():
+        return
+    overwrite_in_place(path)
+    write_atomic(path, text, mode=0o644)
+    if box.live:
+        # Tell the card the freed clusters are unused, so its controller may erase them
+        # (FITRIM on vfat since Linux 4.19); best effort, a card without discard is fine.
+        subprocess.run(["fstrim", str(box.boot)], check=False, capture_output=True)
+
+
+def _finish(box: Box, result: Result) -> Result:
+    """Step 3: scrub the boot partition from the record of step 2, then the marker."""
+    _scrub_boot(box, (box.data / APPLIED_FILE).read_bytes())
+    write_atomic(box.data / MARKER_FILE, b"", mode=0o644)
+    return result
+
+
+def _resumed(box: Box) -> Result:
+    """The result of a first boot that applied everything but was cut off before the
+    marker: what its report says, and the setup code if the box is still unclaimed."""
+    try:
+        applied = json.loads((box.data / REPORT_FILE).read_bytes())["applied"]
+    except (OSError, ValueError, KeyError, TypeError):
+        applied = []
+    try:
+        host: str | None = config.load(box.config).box.hostname
+    except config.ConfigError:
+        host = None
+    code = claim.setup_code(box.data)
+    return Result(ok=True, applied=list(applied), setup_code=code, host=host)
 
 
 def provision(box: Box) -> Result:
     """Everything first boot does; returns what happened (also written as the report)."""
     if is_provisioned(box):
         return Result(ok=True, applied=[])
+    if (box.data / APPLIED_FILE).exists():
+        say("an earlier start applied letterbox.toml but was cut off; finishing")
+        return _finish(box, _resumed(box))
     try:
         plan = settings.read(box.boot, box.root / "usr/share/zoneinfo")
-        doc, fqdn = _new_config(box, plan)
+        doc, name = _new_config(box, plan)
     except ProvisioningError as exc:
         result = Result(ok=False, error=f"{settings.FILE_NAME} was not applied: {exc}")
         _write_report(box, result)
         return result
 
+    # Step 1: apply.
     applied: list[str] = []
     if box.live:
         grown = growroot.grow_root()
         if grown:
             applied.append("grow-root")
             say(grown)
-    _apply_system(box, plan, fqdn.split(".", 1)[0], applied)
+    _apply_system(box, plan, name, applied)
     box.config.parent.mkdir(parents=True, exist_ok=True)
     header = "Letterbox settings. Written by the image build and first boot; see README."
     write_atomic(box.config, tomlwrite.dumps(doc, header).encode(), mode=0o644)
     applied.append("config")
 
+    host = f"{name}.local"
     box.data.mkdir(parents=True, exist_ok=True, mode=0o700)
     BoxKeys.load_or_create(box.data)
-    tls.ensure_self_signed(box.data, fqdn)
+    tls.ensure_self_signed(box.data, host)
     applied.append("box-keys")
     code = None
     if plan.admin_password_hash:
@@ -231,15 +305,17 @@ def provision(box: Box) -> Result:
     if code:
         note = (
             f"Letterbox setup code: {code}\n\n"
-            f"Open http://{fqdn}/ and type this code to claim the box.\n"
+            f"Open http://{host}/ and type this code to claim the box.\n"
             "It stops working once the box is claimed.\n"
         )
         write_atomic(box.boot / SETUP_CODE_FILE, note.encode(), mode=0o644)
-    _scrub_boot(box, plan)
-    result = Result(ok=True, applied=applied, setup_code=code)
+
+    # Step 2: record success, then what the boot file is to become.
+    result = Result(ok=True, applied=applied, setup_code=code, host=host)
     _write_report(box, result)
-    write_atomic(box.data / MARKER_FILE, b"", mode=0o644)
-    return result
+    write_atomic(box.data / APPLIED_FILE, _boot_text(plan), mode=0o600)
+    # Step 3.
+    return _finish(box, result)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         say("Fix letterbox.toml on the boot partition and restart; nothing was changed.")
         return 1
     say(f"applied: {', '.join(result.applied)}")
+    if result.host:
+        say(f"setup page: http://{result.host}/")
     if result.setup_code:
         say(f"setup code: {result.setup_code} (also in {SETUP_CODE_FILE} on the boot partition)")
     else:

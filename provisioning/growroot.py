@@ -36,14 +36,26 @@ def free_after(disk: str, part: str) -> int:
     return (disk_sectors - end) * SECTOR
 
 
-def grow_root(min_gain: int = 16 << 20) -> str | None:
-    """Grow root if the card has more than `min_gain` bytes unused after it; says what it did."""
-    part, disk, number = root_partition()
+def grow_root(min_gain: int = 16 << 20, where: tuple[str, str, int] | None = None) -> str | None:
+    """Grow root if the card has more than `min_gain` bytes unused after it; says what it
+    did. `where` is (partition, disk, number), found from the mounted root by default.
+
+    resize2fs runs even when the partition needs no growing: a power cut after sfdisk
+    leaves a grown partition holding a small filesystem, and the next first boot finds
+    no free space after it. resize2fs on a filesystem that fills its partition does
+    nothing, so this is safe to repeat."""
+    part, disk, number = where or root_partition()
     gain = free_after(disk, part)
-    if gain < min_gain:
-        return None
-    # ", +" keeps the start and takes all the free space (sfdisk(8), "-N").
-    _run("sfdisk", "--no-reread", "--no-tell-kernel", "-N", str(number), disk, stdin=", +\n")
-    _run("partx", "-u", "-n", str(number), disk)
-    _run("resize2fs", part)
-    return f"grew the root filesystem by {gain >> 20} MiB to fill the card"
+    grown = gain >= min_gain
+    if grown:
+        # ", +" keeps the start and takes all the free space (sfdisk(8), "-N").
+        _run("sfdisk", "--no-reread", "--no-tell-kernel", "-N", str(number), disk, stdin=", +\n")
+        _run("partx", "-u", "-n", str(number), disk)
+    # resize2fs(8) says "... is now N blocks long" on stdout when it changed anything and
+    # "Nothing to do!" on stderr when not.
+    resized = "is now" in _run("resize2fs", part)
+    if grown:
+        return f"grew the root filesystem by {gain >> 20} MiB to fill the card"
+    if resized:
+        return "grew the root filesystem to fill its partition (an earlier start was cut off)"
+    return None

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from letterbox import crypto
+from letterbox.lan import mdns
 
 FILE_NAME = "letterbox.toml"
 
@@ -64,7 +65,7 @@ class Wifi:
 class Provisioning:
     """What the maker asked for; None/empty means "keep the image's default"."""
 
-    hostname: str | None = None
+    hostname: str | None = None  # one label: the box is NAME.local
     timezone: str | None = None
     local_domains: tuple[str, ...] = ()
     admin_password_hash: str | None = None
@@ -93,6 +94,23 @@ def check_hostname(key: str, value: str) -> str:
             "no hyphen at either end, dots between labels)"
         )
     return name
+
+
+def check_box_name(value: str) -> str:
+    """The box's own name: one label, announced over mDNS as NAME.local (RFC 6762 §3) and
+    used as the system host name, so the console, SETUP-CODE.txt and the LAN all agree.
+    The mDNS announcer's own rule decides (at most 60 characters, leaving room for the
+    "-2" it appends on a name conflict); "kitchen.local" means "kitchen". A dotted name
+    such as mail.example.org is refused: the name other mail servers use is the public
+    host name on the setup page, not this one."""
+    try:
+        return mdns.check_name(value.strip().rstrip("."))
+    except mdns.MdnsError:
+        raise ProvisioningError(
+            f"hostname: {value!r} is not a name for the box: one word of letters, digits "
+            "and hyphens, at most 60 characters, no hyphen at either end, e.g. kitchen "
+            "(the box answers at kitchen.local)"
+        ) from None
 
 
 def check_timezone(value: str, zoneinfo: Path) -> str:
@@ -173,7 +191,7 @@ def parse(text: str, zoneinfo: Path = Path("/usr/share/zoneinfo")) -> Provisioni
             raise ProvisioningError(f"unknown key {k} (known: {', '.join(_TOP_KEYS)})")
     out: dict[str, object] = {"raw": data}
     if "hostname" in data:
-        out["hostname"] = check_hostname("hostname", _string("hostname", data["hostname"]))
+        out["hostname"] = check_box_name(_string("hostname", data["hostname"]))
     if "timezone" in data:
         out["timezone"] = check_timezone(_string("timezone", data["timezone"]), zoneinfo)
     if "local_domains" in data:
