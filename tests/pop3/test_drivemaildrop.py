@@ -21,7 +21,7 @@ from letterbox.pop3 import (
     MessageGone,
     MessageUnreadable,
 )
-from letterbox.pop3.drivemaildrop import READ_AHEAD, client_key
+from letterbox.pop3.drivemaildrop import READ_AHEAD
 
 from tests.helpers import PASSWORD, message
 
@@ -199,31 +199,3 @@ def test_throttling_per_address(drive: Drive, mailbox: str):
         await md.close()
 
     run(go())
-
-
-def test_limiter_window_and_bounded_memory():
-    clock = Clock()
-    lim = FailureLimiter(max_failures=2, window=10, max_tracked=3, clock=clock)
-    lim.failed("192.0.2.1")
-    clock.now += 6
-    lim.failed("192.0.2.1")
-    assert lim.blocked("192.0.2.1")
-    clock.now += 5  # the first failure is older than the window now
-    assert not lim.blocked("192.0.2.1")
-    for i in range(10):
-        lim.failed(f"198.51.100.{i}")
-    assert len(lim._failures) == 3
-
-
-@pytest.mark.parametrize(
-    ("client", "key"),
-    [
-        ("192.0.2.7", "192.0.2.7"),
-        ("::ffff:192.0.2.7", "192.0.2.7"),
-        ("2001:db8:aa:bb:1:2:3:4", "2001:db8:aa:bb::/64"),
-        ("fe80::1%eth0", "fe80::/64"),
-        ("/run/sock", "/run/sock"),
-    ],
-)
-def test_client_key(client: str, key: str):
-    assert client_key(client) == key

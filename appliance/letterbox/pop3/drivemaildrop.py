@@ -14,11 +14,12 @@ Failed logins, and why they look the way they do:
   keyring made with the same Argon2id limits) and no earlier than
   `failure_delay` seconds after the attempt started, so neither the reply nor
   its timing tells which names exist.
-* **Per client address**: at most `max_failures` failures in `window` seconds;
-  beyond that every attempt is refused (LoginThrottled, [SYS/TEMP]) without
-  looking at the password, after the same delay, until old failures age out. IPv6
-  clients count per /64, the block one household or one attacker usually holds.
-  The table is bounded (oldest addresses forgotten first).
+* **Per client address** (letterbox.ratelimit, shared with the setup page): at
+  most `max_failures` failures in `window` seconds; beyond that every attempt is
+  refused (LoginThrottled, [SYS/TEMP]) without looking at the password, after the
+  same delay, until old failures age out. IPv6 clients count per /64, the block
+  one household or one attacker usually holds. The table is bounded (oldest
+  addresses forgotten first).
 * **[IN-USE]** (RFC 2449 §8.1.2): one session per mailbox. Checked only after the
   password was right, so it says nothing to someone without it.
 * **End-to-end mailboxes** have no key on the box: EndToEndOnly, whose reply says
@@ -33,11 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import secrets
-import time
-from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import TypeVar
 
@@ -55,72 +53,14 @@ from letterbox.pop3.maildrop import (
     MessageGone,
     MessageUnreadable,
 )
+from letterbox.ratelimit import FailureLimiter
 
 log = logging.getLogger("letterbox.pop3")
 
 UNLOCK_CONCURRENCY = 2  # Argon2id unwraps at once: memory, and the cores of a small board
 FAILURE_DELAY = 2.0  # seconds before a failed login is answered
-MAX_FAILURES = 10  # failed logins per client address within WINDOW
-WINDOW = 900.0  # seconds (15 minutes)
-MAX_TRACKED = 4096  # client addresses remembered
 
 T = TypeVar("T")
-
-
-def client_key(client: str) -> str:
-    """The rate-limit bucket of a client address: the IPv4 address, or the IPv6 /64."""
-    try:
-        ip = ipaddress.ip_address(client.split("%", 1)[0])
-    except ValueError:
-        return client
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
-
-
-class FailureLimiter:
-    """Failed logins per client address in a sliding window; bounded memory."""
-
-    def __init__(
-        self,
-        max_failures: int = MAX_FAILURES,
-        window: float = WINDOW,
-        max_tracked: int = MAX_TRACKED,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.max_failures = max_failures
-        self.window = window
-        self.max_tracked = max_tracked
-        self.clock = clock
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def _recent(self, key: str) -> deque[float] | None:
-        times = self._failures.get(key)
-        if times is None:
-            return None
-        horizon = self.clock() - self.window
-        while times and times[0] <= horizon:
-            times.popleft()
-        if not times:
-            del self._failures[key]
-            return None
-        return times
-
-    def blocked(self, client: str) -> bool:
-        times = self._recent(client_key(client))
-        return times is not None and len(times) >= self.max_failures
-
-    def failed(self, client: str) -> None:
-        key = client_key(client)
-        times = self._recent(key)
-        if times is None:
-            times = self._failures[key] = deque(maxlen=self.max_failures)
-        times.append(self.clock())
-        self._failures.move_to_end(key)
-        while len(self._failures) > self.max_tracked:
-            self._failures.popitem(last=False)
 
 
 class DriveAuthenticator:
