@@ -122,9 +122,12 @@ def snapshot(app: Appliance, *, light: bool = False) -> dict[str, Any]:
 
 
 def human_size(n: int | None) -> str:
+    """Bytes for people, in IEC binary units (KiB, MiB, GiB, TiB: IEC 80000-13), the
+    units quotas are set in (`1G` in letterbox.toml is 2**30 bytes); the one helper for
+    `letterbox status` and the setup page alike."""
     if n is None:
         return "?"
-    for unit, scale in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
     return f"{n} bytes"

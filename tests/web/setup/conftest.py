@@ -21,6 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from letterbox import claim, config, crypto
 from letterbox.drive import Drive
+from letterbox.lan.mdns import Announcer
 from letterbox.web.setup import SetupState, setup
 
 from tests.helpers import FAST_ARGON2
@@ -38,6 +39,7 @@ class SetupBox:
         self.started_at = 1_000_000.0
         self._drive = drive
         self.applied: list[config.Config] = []
+        self.mdns: Announcer | None = None  # the Appliance's, when mDNS runs
 
     @property
     def drive(self) -> Drive | None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import plistlib
 from typing import Any
 from xml.etree import ElementTree as ET
 
 from letterbox import crypto
-from letterbox.web.setup import autoconfig
+from letterbox.lan.mdns import Announcer
+from letterbox.web.setup import autoconfig, context, qr, views_devices
 
 from tests.web.setup.conftest import PORTS, Page, SetupBox
 
@@ -136,5 +138,56 @@ def test_end_to_end_mailboxes_get_no_pop3_profile(run_page: Any, setup_box: Setu
         assert "letterbox fetch" in text
         status, _, _ = await page.get(f"/mail/profile/{mailbox.id}.mobileconfig")
         assert status == 404
+
+    run_page(scenario, claimed=True)
+
+
+def test_devices_use_the_name_mdns_actually_announces(run_page: Any, setup_box: SetupBox) -> None:
+    """Another box had letterbox.local first, so this one announces letterbox-2.local
+    (lan/mdns.py sets `Announcer.name` so once it won the name): phones must be
+    sent there, not to the configured name that answers for the other box."""
+    drive = setup_box.drive
+    assert drive is not None
+    mailbox, _ = drive.create_mailbox("anna@example.org", quota=1 << 30, password="a password")
+    announcer = Announcer("letterbox", [])
+    announcer.name = "letterbox-2.local."
+    setup_box.mdns = announcer
+    expected_base = f"http://letterbox-2.local:{PORTS['web']}"
+
+    async def scenario(page: Page) -> None:
+        _, text, _ = await page.get("/devices")
+        assert '<code class="copy">letterbox-2.local</code>' in text
+        assert f"{expected_base}/.well-known/autoconfig/mail/config-v1.1.xml" in text
+        assert "letterbox.local" not in text
+        body = await (await page.client.get(AUTOCONFIG_PATHS[0])).read()
+        hosts = {e.text for e in ET.fromstring(body).iter("hostname")}
+        assert hosts == {"letterbox-2.local"}
+        link = f"/mail/profile/{mailbox.id}.mobileconfig"
+        (account,) = plistlib.loads(await (await page.client.get(link)).read())["PayloadContent"]
+        assert account["IncomingMailServerHostName"] == "letterbox-2.local"
+        assert account["OutgoingMailServerHostName"] == "letterbox-2.local"
+        svg = await (await page.client.get(f"/devices/{mailbox.id}/qr.svg")).read()
+        assert svg == qr.svg(expected_base + link)
+
+    run_page(scenario, claimed=True)
+    assert views_devices.base_url(setup_box) == expected_base
+
+
+def test_without_an_announced_name_the_configured_host_name_is_used(
+    run_page: Any, setup_box: SetupBox
+) -> None:
+    """mDNS off (no announcer) or not announced yet (no LAN address: name None)."""
+    setup_box.cfg = dataclasses.replace(
+        setup_box.cfg, box=dataclasses.replace(setup_box.cfg.box, hostname="mail.home.arpa")
+    )
+    for mdns in (None, Announcer("letterbox", [])):
+        setup_box.mdns = mdns
+        assert context.lan_name(setup_box) == "mail.home.arpa"
+
+    async def scenario(page: Page) -> None:
+        _, text, _ = await page.get("/devices")
+        assert '<code class="copy">mail.home.arpa</code>' in text
+        body = await (await page.client.get(AUTOCONFIG_PATHS[1])).read()
+        assert {e.text for e in ET.fromstring(body).iter("hostname")} == {"mail.home.arpa"}
 
     run_page(scenario, claimed=True)

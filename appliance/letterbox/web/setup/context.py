@@ -18,15 +18,21 @@ from aiohttp import web
 
 from letterbox import config
 from letterbox.drive import Drive
+from letterbox.ratelimit import FailureLimiter
+from letterbox.status import human_size
 from letterbox.usb.model import Candidate, DriveActionError, DriveControl, DriveState
-from letterbox.web.setup.auth import LoginLimiter, Session, Sessions
+from letterbox.web.setup.auth import Session, Sessions, make_argon2_slots, make_limiter
+from letterbox.web.setup.lanaccess import LocalNetworks
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
 
 
 class Box(Protocol):
-    """The running appliance as the setup page uses it (`letterbox.app.Appliance`)."""
+    """The running appliance as the setup page uses it (`letterbox.app.Appliance`).
+
+    Optional, read with getattr: `drives` (the drive manager, see `drive_control`)
+    and `mdns` (the mDNS announcer, see `lan_name`)."""
 
     cfg: config.Config
     data_dir: Path
@@ -78,14 +84,28 @@ def drive_control(box: Box) -> DriveControl:
     return control if control is not None else DirectoryControl(box)
 
 
+def lan_name(box: Box) -> str:
+    """The name devices should use for the box: the one mDNS actually announces
+    (`letterbox-2.local` when another box had `letterbox.local` first), else the
+    configured `box.hostname` (mDNS off, not announced yet, or no LAN address)."""
+    announced = getattr(getattr(box, "mdns", None), "name", None)
+    if isinstance(announced, str) and announced.strip("."):
+        return announced.rstrip(".")
+    return box.cfg.box.hostname
+
+
 @dataclass
 class SetupState:
-    """Per-process state of the setup page: sessions, login limits, templates."""
+    """Per-process state of the setup page: sessions, attempt limits, templates."""
 
     box: Box
     env: jinja2.Environment
     sessions: Sessions = field(default_factory=Sessions)
-    limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    limiter: FailureLimiter = field(default_factory=make_limiter)
+    # Every Argon2id the page runs holds one of these (auth.ARGON2_CONCURRENCY).
+    argon2_slots: asyncio.Semaphore = field(default_factory=make_argon2_slots)
+    # The box's own on-link prefixes, for the LAN-only check (lanaccess.py).
+    local_networks: LocalNetworks = field(default_factory=LocalNetworks)
     # One-time views (a new mailbox's recovery code): token -> (expires, data).
     once: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -122,13 +142,6 @@ def make_env() -> jinja2.Environment:
     env.filters["human"] = human_size
     env.filters["when"] = when
     return env
-
-
-def human_size(n: int) -> str:
-    for unit, scale in (("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} bytes"
 
 
 def when(ts: int | float | None) -> str:

@@ -7,6 +7,8 @@ field with `FormError`, whose text is shown above the form as is.
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 from multidict import MultiDictProxy
 
@@ -14,6 +16,14 @@ from multidict import MultiDictProxy
 MAX_FORM_BYTES = 16 * 1024
 MAX_PASSWORD = 1024
 MIN_PASSWORD = 8
+# A mailbox id in a path (letterbox.crypto.new_id: 128 random bits, lower-case hex).
+MAILBOX_ID_PATTERN = "[0-9a-f]{32}"
+_MAILBOX_ID = re.compile(f"^{MAILBOX_ID_PATTERN}$")
+
+
+def is_mailbox_id(text: str) -> bool:
+    """Checked before any drive lookup, so a path never reaches SQLite unvetted."""
+    return _MAILBOX_ID.fullmatch(text) is not None
 
 
 class FormError(ValueError):

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from letterbox import __version__
-from letterbox.web.setup.context import SESSION, state_of
+from letterbox.web.setup.context import SESSION, lan_name, state_of
 
 NAV = [
     ("/status", "Status"),
@@ -29,7 +29,7 @@ def render(
         nav=NAV,
         path=request.path,
         version=__version__,
-        hostname=st.box.cfg.box.hostname,
+        hostname=lan_name(st.box),
         **values,
     )
     return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")

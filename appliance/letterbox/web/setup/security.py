@@ -2,10 +2,14 @@
 
 In order, for every request outside the drive API (which has its own rules):
 
-1. LAN only: a client that is not loopback, private or link-local gets 403, unless
+1. LAN only: a client outside the home network (lanaccess.py: loopback, private,
+   link-local and the box's own on-link prefixes) gets 403, unless
    `web.allow_remote` is set (a household that forwards port 80 has decided so).
 2. Session: the cookie's session, or a new anonymous one (so the claim and login
-   forms carry a CSRF token). Cookies are HttpOnly and SameSite=Strict.
+   forms carry a CSRF token). Cookies are HttpOnly and SameSite=Strict. Static
+   files and the mail-client configuration (`SESSIONLESS`: fetched by mail apps
+   and by every page load, never posted to) get no new session: they need none,
+   and each would cost a slot in the bounded anonymous table.
 3. Claim gate: until the box is claimed, everything but /claim and /static/ is a
    303 to /claim. Once claimed, everything but the public paths (login, static
    files, the mail-client autoconfiguration) needs the admin's login.
@@ -19,7 +23,6 @@ In order, for every request outside the drive API (which has its own rules):
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -30,6 +33,7 @@ from letterbox.web.setup import csrf
 from letterbox.web.setup.auth import COOKIE
 from letterbox.web.setup.context import NEW_TOKEN, SESSION, SESSION_TOKEN, state_of
 from letterbox.web.setup.forms import MAX_FORM_BYTES
+from letterbox.web.setup.lanaccess import on_lan
 from letterbox.web.setup.pages import render
 
 log = logging.getLogger("letterbox.web.setup")
@@ -41,6 +45,8 @@ PUBLIC_EXACT = frozenset(
     {"/login", "/.well-known/autoconfig/mail/config-v1.1.xml", "/mail/config-v1.1.xml"}
 )
 PUBLIC_PREFIXES = (STATIC_PREFIX, "/mail/profile/")
+# Public paths that never make a session: nothing there is a form.
+SESSIONLESS_EXACT = PUBLIC_EXACT - {"/login"}
 
 HEADERS = {
     # No inline script or style anywhere; forms post only here; never framed.
@@ -56,19 +62,12 @@ HEADERS = {
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def on_lan(remote: str | None) -> bool:
-    """Loopback, private (RFC 1918, RFC 4193 ULA) or link-local, IPv4-mapped included."""
-    try:
-        ip = ipaddress.ip_address((remote or "").split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback or ip.is_private or ip.is_link_local
-
-
 def _is_public(path: str) -> bool:
     return path in PUBLIC_EXACT or path.startswith(PUBLIC_PREFIXES)
+
+
+def _sessionless(path: str) -> bool:
+    return path in SESSIONLESS_EXACT or path.startswith(PUBLIC_PREFIXES)
 
 
 def set_session_cookie(response: web.StreamResponse, token: str) -> None:
@@ -102,25 +101,27 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
     st = state_of(request)
     box = st.box
-    if not box.cfg.web.allow_remote and not on_lan(request.remote):
+    if not box.cfg.web.allow_remote and not on_lan(request.remote, st.local_networks):
         return web.Response(
             text="The setup page answers only devices on the home network.\n",
             status=403,
             content_type="text/plain",
         )
+    path = request.path
     token = request.cookies.get(COOKIE)
     session = st.sessions.get(token)
-    if session is None:
+    if session is None and not _sessionless(path):
         token, session = st.sessions.new(admin=False)
         request[NEW_TOKEN] = token
-    request[SESSION] = session
-    request[SESSION_TOKEN] = token
-    path = request.path
+    if session is not None and token is not None:
+        request[SESSION] = session
+        request[SESSION_TOKEN] = token
+    admin = session is not None and session.admin
     try:
         if not claim.is_claimed(box.data_dir):
             if path != "/claim" and not path.startswith(STATIC_PREFIX):
                 raise web.HTTPSeeOther("/claim")
-        elif not session.admin and not _is_public(path) and path != "/claim":
+        elif not admin and not _is_public(path) and path != "/claim":
             raise web.HTTPSeeOther("/login")
         if request.method == "POST":
             length = request.content_length
@@ -137,7 +138,7 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
                 return error_page(
                     request, 400, "Unreadable form", "The form's data could not be read."
                 )
-            if not csrf.valid(session.csrf, form.get(csrf.FIELD)):
+            if session is None or not csrf.valid(session.csrf, form.get(csrf.FIELD)):
                 return error_page(
                     request,
                     403,

@@ -3,7 +3,8 @@
 Claim: the setup code (shown by `letterbox status`, printed at start, written to
 the boot partition) proves the person holds the box; they then choose the admin
 password, stored as an Argon2id hash (letterbox.claim). Wrong codes and wrong
-passwords count against the same per-client limit.
+passwords count against the same per-client limit; each attempt is counted before
+it is checked and forgiven when it was right (auth.py says why).
 """
 
 from __future__ import annotations
@@ -20,19 +21,9 @@ from letterbox.web.setup.security import set_session_cookie
 routes = web.RouteTableDef()
 
 
-def _limited(request: web.Request, template: str, **values: object) -> web.Response | None:
-    wait = state_of(request).limiter.retry_after(request.remote)
-    if not wait:
-        return None
-    minutes = max(1, round(wait / 60))
-    response = render(
-        request,
-        template,
-        status=429,
-        error=f"Too many wrong attempts from this device. Try again in about {minutes} "
-        f"minute{'s' if minutes != 1 else ''}.",
-        **values,
-    )
+def too_many(request: web.Request, template: str, wait: int, **values: object) -> web.Response:
+    """429 (RFC 6585 §4) with Retry-After: the client's attempts are used up."""
+    response = render(request, template, status=429, error=auth.wait_message(wait), **values)
     response.headers["Retry-After"] = str(wait)
     return response
 
@@ -61,17 +52,16 @@ async def claim_post(request: web.Request) -> web.StreamResponse:
     data_dir = st.box.data_dir
     if claim.is_claimed(data_dir):
         return redirect("/login")
-    limited = _limited(request, "claim.html")
-    if limited is not None:
-        return limited
     form = await read_form(request)
     try:
         code = form.text("setup_code", "Setup code", max_len=40)
         password = form.new_password()
     except FormError as exc:
         return render(request, "claim.html", status=400, error=str(exc))
+    wait = st.limiter.begin(request.remote)  # counted now, forgiven if right
+    if wait:
+        return too_many(request, "claim.html", wait)
     if not claim.check_setup_code(data_dir, code):
-        st.limiter.failed(request.remote)
         return render(
             request,
             "claim.html",
@@ -79,12 +69,14 @@ async def claim_post(request: web.Request) -> web.StreamResponse:
             error="That is not this box's setup code. It is printed when the box starts "
             "and shown by `letterbox status`.",
         )
+    st.limiter.succeeded(request.remote)
     async with st.lock:  # two people claiming at once: the first one wins
         if claim.is_claimed(data_dir):
             return redirect("/login")
-        hashed = await auth.hash_admin_password(password, state.argon2_limits(st.box.cfg))
+        hashed = await auth.hash_admin_password(
+            password, state.argon2_limits(st.box.cfg), st.argon2_slots
+        )
         claim.claim(data_dir, hashed)
-    st.limiter.succeeded(request.remote)
     st.sessions.drop_all_admin()
     return _log_in(request)
 
@@ -99,16 +91,15 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 @routes.post("/login")
 async def login_post(request: web.Request) -> web.StreamResponse:
     st = state_of(request)
-    limited = _limited(request, "login.html")
-    if limited is not None:
-        return limited
     form = await read_form(request)
     try:
         password = form.text("password", "Password", max_len=1024)
     except FormError as exc:
         return render(request, "login.html", status=400, error=str(exc))
-    if not await auth.check_admin_password(st.box.data_dir, password):
-        st.limiter.failed(request.remote)
+    wait = st.limiter.begin(request.remote)  # counted now, forgiven if right
+    if wait:
+        return too_many(request, "login.html", wait)
+    if not await auth.check_admin_password(st.box.data_dir, password, st.argon2_slots):
         return render(request, "login.html", status=403, error="Wrong password.")
     st.limiter.succeeded(request.remote)
     return _log_in(request)

@@ -1,6 +1,7 @@
 """Devices: how to set up a mail client for each mailbox.
 
-The page lists the server name (the box's host name) and the ports actually bound,
+The page lists the server name (the name mDNS actually announces, else the
+configured host name: context.lan_name) and the ports actually bound,
 offers the Thunderbird autoconfiguration (public: Thunderbird fetches it before
 anyone logs in) and an Apple profile per mailbox, and a QR code of the profile's
 address for a phone's camera. The profile path names the mailbox by its random id,
@@ -10,23 +11,21 @@ so neither the address nor anything secret appears in a URL or the access log.
 from __future__ import annotations
 
 import asyncio
-import re
 
 from aiohttp import web
 
 from letterbox.drive import MailboxInfo, MailboxNotFound
 from letterbox.web.setup import autoconfig, mobileconfig, qr
-from letterbox.web.setup.context import Box, state_of
+from letterbox.web.setup.context import Box, lan_name, state_of
+from letterbox.web.setup.forms import MAILBOX_ID_PATTERN, is_mailbox_id
 from letterbox.web.setup.pages import render
 
 routes = web.RouteTableDef()
 
-_MAILBOX_ID = re.compile(r"^[0-9a-f]{32}$")
-
 
 def base_url(box: Box) -> str:
     port = box.ports().get("web", 0)
-    host = box.cfg.box.hostname
+    host = lan_name(box)
     return f"http://{host}" if port in (0, 80) else f"http://{host}:{port}"
 
 
@@ -51,7 +50,7 @@ async def devices_page(request: web.Request) -> web.StreamResponse:
 
 async def _mailbox(request: web.Request, mailbox_id: str) -> MailboxInfo:
     drive = state_of(request).drive()
-    if drive is None or not _MAILBOX_ID.match(mailbox_id):
+    if drive is None or not is_mailbox_id(mailbox_id):
         raise web.HTTPNotFound()
     try:
         mailbox = await asyncio.to_thread(drive.mailbox, mailbox_id)
@@ -70,13 +69,13 @@ async def qr_code(request: web.Request) -> web.StreamResponse:
     return web.Response(body=body, content_type="image/svg+xml")
 
 
-@routes.get(r"/mail/profile/{id:[0-9a-f]{32}}.mobileconfig")
+@routes.get(f"/mail/profile/{{id:{MAILBOX_ID_PATTERN}}}.mobileconfig")
 async def apple_profile(request: web.Request) -> web.StreamResponse:
     box = state_of(request).box
     mailbox = await _mailbox(request, request.match_info["id"])
     ports = box.ports()
     body = mobileconfig.profile(
-        hostname=box.cfg.box.hostname,
+        hostname=lan_name(box),
         mailbox_id=mailbox.id,
         address=mailbox.address,
         pop3s=ports.get("pop3s", 995),
@@ -97,7 +96,7 @@ async def thunderbird(request: web.Request) -> web.StreamResponse:
         domains |= await asyncio.to_thread(drive.local_domains)
     ports = box.ports()
     body = autoconfig.client_config(
-        box.cfg.box.hostname,
+        lan_name(box),
         domains,
         pop3=ports.get("pop3", 0),
         pop3s=ports.get("pop3s", 0),

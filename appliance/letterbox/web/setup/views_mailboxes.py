@@ -20,8 +20,9 @@ from aiohttp import web
 from letterbox import crypto
 from letterbox.config import Size
 from letterbox.drive import Drive, DriveError, MailboxExists, MailboxInfo, MailboxNotFound
+from letterbox.web.setup.auth import wait_message
 from letterbox.web.setup.context import state_of
-from letterbox.web.setup.forms import Form, FormError, read_form
+from letterbox.web.setup.forms import Form, FormError, is_mailbox_id, read_form
 from letterbox.web.setup.pages import redirect, render
 
 routes = web.RouteTableDef()
@@ -34,7 +35,6 @@ _ADDRESS = re.compile(
     r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
 )
-_MAILBOX_ID = re.compile(r"^[0-9a-f]{32}$")
 SAVED = {
     "quota": "The quota was changed.",
     "password": "The password was changed. The recovery code stays the same.",
@@ -129,14 +129,16 @@ async def add_mailbox(request: web.Request) -> web.StreamResponse:
         kept["mode"] = mode
         if mode == "login":
             password = form.new_password()
-            created = await asyncio.to_thread(
-                drive.create_mailbox, address, quota=quota, password=password
-            )
+            async with st.argon2_slots:  # the password and the recovery code: Argon2id
+                created = await asyncio.to_thread(
+                    drive.create_mailbox, address, quota=quota, password=password
+                )
         else:
             key = parse_public_key(form)
-            created = await asyncio.to_thread(
-                drive.create_mailbox, address, quota=quota, identity_key=key
-            )
+            async with st.argon2_slots:  # the recovery code: Argon2id
+                created = await asyncio.to_thread(
+                    drive.create_mailbox, address, quota=quota, identity_key=key
+                )
     except FormError as exc:
         return await _list(request, status=400, error=str(exc), form=kept)
     except MailboxExists:
@@ -171,7 +173,7 @@ async def _mailbox(request: web.Request) -> tuple[Drive, MailboxInfo]:
     drive = _drive_or_none(request)
     if drive is None:
         raise web.HTTPServiceUnavailable(text="The drive is offline.")
-    if not _MAILBOX_ID.match(mailbox_id):
+    if not is_mailbox_id(mailbox_id):
         raise web.HTTPNotFound()
     try:
         return drive, await asyncio.to_thread(drive.mailbox, mailbox_id)
@@ -195,6 +197,12 @@ async def _detail(
         saved=saved,
         **values,
     )
+
+
+async def _too_many(request: web.Request, wait: int) -> web.Response:
+    response = await _detail(request, status=429, error=wait_message(wait))
+    response.headers["Retry-After"] = str(wait)
+    return response
 
 
 @routes.get("/mailboxes/{id}")
@@ -229,26 +237,23 @@ async def reset_password(request: web.Request) -> web.StreamResponse:
             error="An end-to-end mailbox has no password on the box: its key is on the "
             "person's own computer.",
         )
-    wait = st.limiter.retry_after(request.remote)
-    if wait:
-        return await _detail(
-            request, status=429, error="Too many wrong attempts from this device; try later."
-        )
     form = await read_form(request)
     try:
         code = form.text("recovery_code", "Recovery code", max_len=200)
         password = form.new_password()
     except FormError as exc:
         return await _detail(request, status=400, error=str(exc))
+    wait = st.limiter.begin(request.remote)  # counted now, forgiven if right
+    if wait:
+        return await _too_many(request, wait)
     try:
-        secret = await asyncio.to_thread(drive.recover_key, mailbox.id, code)
-    except crypto.WrongRecoveryCode:
-        st.limiter.failed(request.remote)
+        async with st.argon2_slots:
+            secret = await asyncio.to_thread(drive.recover_key, mailbox.id, code)
+    except crypto.CryptoFailure:  # WrongRecoveryCode, or a code that is not one at all
         return await _detail(request, status=403, error="That recovery code does not fit.")
-    except crypto.CryptoFailure:
-        st.limiter.failed(request.remote)
-        return await _detail(request, status=403, error="That recovery code does not fit.")
-    await asyncio.to_thread(drive.change_password, mailbox.id, secret, password)
+    st.limiter.succeeded(request.remote)
+    async with st.argon2_slots:
+        await asyncio.to_thread(drive.change_password, mailbox.id, secret, password)
     return redirect(f"/mailboxes/{mailbox.id}?saved=password")
 
 
