@@ -7,7 +7,7 @@ In order, for every request outside the drive API (which has its own rules):
    `web.allow_remote` is set (a household that forwards port 80 has decided so).
 2. Session: the cookie's session, or a new anonymous one (so the claim and login
    forms carry a CSRF token). Cookies are HttpOnly and SameSite=Strict. Static
-   files and the mail-client configuration (`SESSIONLESS`: fetched by mail apps
+   files and the mail-client configuration (`_sessionless`: fetched by mail apps
    and by every page load, never posted to) get no new session: they need none,
    and each would cost a slot in the bounded anonymous table.
 3. Claim gate: until the box is claimed, everything but /claim and /static/ is a
