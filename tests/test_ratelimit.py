@@ -84,3 +84,16 @@ def test_zero_switches_the_limit_off(max_failures: int, window: float) -> None:
 )
 def test_client_key(client: str | None, key: str) -> None:
     assert client_key(client) == key
+
+
+def test_cancel_takes_back_one_attempt_and_keeps_the_others() -> None:
+    """POP3 shares one limiter between accounts: a right password at one mailbox
+    takes back only its own attempt, never the guesses made at another."""
+    lim = FailureLimiter(max_failures=3, window=60, clock=Clock())
+    assert lim.begin("192.0.2.1") == 0  # a wrong guess at bob's mailbox
+    assert lim.begin("192.0.2.1") == 0  # alice logs in...
+    lim.cancel("192.0.2.1")  # ...with her right password
+    assert lim.begin("192.0.2.1") == 0  # the second guess at bob's
+    assert lim.begin("192.0.2.1") == 0  # the third: the limit is reached
+    assert lim.begin("192.0.2.1") > 0
+    lim.cancel("198.51.100.7")  # nothing recorded: harmless

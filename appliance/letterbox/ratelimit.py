@@ -110,6 +110,18 @@ class FailureLimiter:
             self.failed(client)
         return wait
 
+    def cancel(self, client: str | None) -> None:
+        """Take back one attempt counted by `begin` that was no failure (a right
+        password, or a check that could not run), keeping the client's other
+        failures: where several accounts share a limiter (POP3), succeeding at one
+        must not wipe out the guesses made at another."""
+        key = client_key(client)
+        times = self._recent(key)
+        if times:
+            times.pop()
+            if not times:
+                del self._failures[key]
+
     def succeeded(self, client: str | None) -> None:
         """The client proved it holds the secret: its failures are forgotten."""
         self._failures.pop(client_key(client), None)

@@ -199,3 +199,37 @@ def test_throttling_per_address(drive: Drive, mailbox: str):
         await md.close()
 
     run(go())
+
+
+def test_concurrent_wrong_logins_from_one_address_are_all_counted(drive: Drive, mailbox: str):
+    """Sessions from one address that log in at once: each is counted before its
+    Argon2id runs, so no more than the limit are ever checked."""
+    limiter = FailureLimiter(max_failures=3, window=60, clock=Clock())
+
+    async def go() -> list[str]:
+        auth = DriveAuthenticator(lambda: drive, failure_delay=0, limiter=limiter)
+
+        async def attempt() -> str:
+            try:
+                await auth.login(ADDRESS, "wrong", "192.0.2.9")
+            except (LoginRefused, LoginThrottled) as exc:
+                return type(exc).__name__
+            return "in"
+
+        return await asyncio.gather(*(attempt() for _ in range(8)))
+
+    outcomes = run(go())
+    assert sorted(outcomes) == ["LoginRefused"] * 3 + ["LoginThrottled"] * 5
+
+
+def test_right_passwords_do_not_use_up_the_limit(drive: Drive, mailbox: str):
+    """A mail client polling every minute logs in far more often than the limit."""
+    limiter = FailureLimiter(max_failures=3, window=900, clock=Clock())
+
+    async def go() -> None:
+        auth = DriveAuthenticator(lambda: drive, failure_delay=0, limiter=limiter)
+        for _ in range(6):
+            md = await auth.login(ADDRESS, PASSWORD, "192.0.2.10")
+            await md.close()
+
+    run(go())

@@ -83,9 +83,6 @@ class DriveAuthenticator:
     async def login(self, user: str, password: str, client: str) -> DriveMaildrop:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        if self.limiter.blocked(client):
-            await self._pad(started)
-            raise LoginThrottled
         drive = self._drive()
         if drive is None:
             raise MaildropUnavailable
@@ -95,6 +92,11 @@ class DriveAuthenticator:
             raise MaildropUnavailable from None
         if mailbox is not None and mailbox.end_to_end:
             raise EndToEndOnly
+        # Counted as a failure before the check runs: concurrent sessions from one
+        # address must not all pass the limit while their Argon2id runs are queued.
+        if self.limiter.begin(client):
+            await self._pad(started)
+            raise LoginThrottled
         try:
             async with self._unlocks:
                 if mailbox is None:
@@ -104,12 +106,13 @@ class DriveAuthenticator:
         except crypto.WrongPassword:
             secret = None
         except (DriveError, crypto.CryptoFailure, OSError) as exc:
+            self.limiter.cancel(client)  # the box failed, not the client
             log.error("cannot read a mailbox keyring (%s)", exc.__class__.__name__)
             raise MaildropUnavailable from None
         if secret is None or mailbox is None:
-            self.limiter.failed(client)
             await self._pad(started)
             raise LoginRefused
+        self.limiter.cancel(client)
         if mailbox.id in self.in_use:
             raise MailboxInUse
         self.in_use.add(mailbox.id)
