@@ -165,7 +165,7 @@ class Appliance:
             authenticator=auth,
             hostname=self.cfg.box.hostname,
             tls_context=self.tls_context,
-            expire=str(keep) if keep else "NEVER",
+            expire=_expire(keep),
             timeout=float(p.timeout),
             max_bad_commands=p.max_bad_commands,
             debug=self.cfg.log.debug,
@@ -247,10 +247,8 @@ class Appliance:
             self.smtp.reconfigure(new_cfg.smtp)
         keep = new_cfg.drive.keep_days
         if self.pop3 is not None:
-            self.pop3.options.expire = str(keep) if keep else "NEVER"  # RFC 2449 EXPIRE
-        manager = getattr(self, "drives", None)
-        if manager is not None and hasattr(manager, "cfg"):
-            manager.cfg = new_cfg  # a drive opened later gets the new retention too
+            self.pop3.options.expire = _expire(keep)
+        self.drives.cfg = new_cfg  # a drive opened later gets the new retention too
         drive = self.drive
         if drive is not None:
             await asyncio.to_thread(drive.set_retention, keep)
@@ -321,6 +319,11 @@ class Appliance:
             lines += ["", f"Setup code: {code}  (claim the box on its setup page)"]
         lines += ["", "Stop with Ctrl-C."]
         return "\n".join(lines)
+
+
+def _expire(keep_days: int) -> str:
+    """RFC 2449 §6.7 EXPIRE: days mail stays after retrieval, or NEVER (no retention)."""
+    return str(keep_days) if keep_days else "NEVER"
 
 
 def setup_logging(cfg: config.Config) -> None:
