@@ -66,6 +66,16 @@ def rss_kib(pid: int) -> int:
     return _smaps_rollup_kib(pid, "Rss")
 
 
+def anon_kib(pid: int) -> int:
+    """Anonymous memory of a process in KiB (heap, stacks, interpreter objects; 0 if gone).
+
+    Unlike PSS it does not move when other processes on the machine map the same files
+    (another engineer's Python and its libraries), so two builds of one server compare; and
+    without swap it is the part of a cgroup's memory the kernel cannot reclaim.
+    """
+    return _smaps_rollup_kib(pid, "Anonymous")
+
+
 def reset_peak_rss(pid: int) -> bool:
     """Reset the kernel's RSS high-water mark (VmHWM) of a process; False if not allowed."""
     try:
