@@ -105,6 +105,15 @@ def mib(kib: float) -> str:
     return f"{kib / MIB:.1f}"
 
 
+PROGRESS: list[str] = []  # every figure as printed during the run, for RESULTS.md too
+
+
+def say(line: str) -> None:
+    """Print a progress line now and keep it for the report's "Run output" block."""
+    PROGRESS.append(line)
+    print(line, flush=True)
+
+
 # -- the network namespace ---------------------------------------------------------------------
 
 
@@ -319,10 +328,7 @@ def run_phase(box: Box, ns: str, title: str, request: dict[str, object]) -> Phas
     if done.returncode:
         raise RuntimeError(f"{title}: client failed: {done.stderr.strip()}")
     phase.outcome = json.loads(done.stdout)["outcome"]
-    print(
-        f"{title}: {phase.outcome}; RSS {mib(before)} → peak {mib(phase.peak_rss_kib)} MiB",
-        flush=True,
-    )
+    say(f"{title}: {phase.outcome}; RSS {mib(before)} → peak {mib(phase.peak_rss_kib)} MiB")
     return phase
 
 
@@ -641,18 +647,17 @@ def measure_box(box: Box, ns: Netns, run: Run, restarts: int) -> None:
     box.add_mailboxes()
     # First boot makes the TLS key and certificate: timed, but apart.
     run.first_boot = box.start(mdns=True)
-    print(f"first boot: READY=1 after {run.first_boot.ready_seconds:.2f} s", flush=True)
+    say(f"first boot: READY=1 after {run.first_boot.ready_seconds:.2f} s")
     box.stop()
     order = [mdns for _ in range(restarts) for mdns in (False, True)]
     for i, mdns in enumerate(order):
         boot = box.start(mdns=mdns)
         box.idle_memory(boot)
         run.boots.append(boot)
-        print(
+        say(
             f"mDNS {'on ' if mdns else 'off'}: READY=1 after {boot.ready_seconds:.2f} s "
             f"(load {boot.loadavg:.1f}); idle PSS {mib(boot.idle_pss_kib)} MiB, "
-            f"RSS {mib(boot.idle_rss_kib)} MiB, anon {mib(boot.idle_anon_kib)} MiB",
-            flush=True,
+            f"RSS {mib(boot.idle_rss_kib)} MiB, anon {mib(boot.idle_anon_kib)} MiB"
         )
         if mdns:
             run.mdns_name = box.mdns_name()
@@ -692,7 +697,7 @@ def loads(box: Box, ns: Netns) -> list[Phase]:
     for title, request in steps:
         phase = run_phase(box, ns.name, title, request)
         phase.after_pss_kib = box.idle_memory()
-        print(f"  then idle: PSS {mib(phase.after_pss_kib)} MiB", flush=True)
+        say(f"  then idle: PSS {mib(phase.after_pss_kib)} MiB")
         phases.append(phase)
     return phases
 
@@ -782,8 +787,9 @@ def report(run: Run) -> str:
         f"the namespace. mDNS announced `{run.mdns_name}` in every mDNS-on start (from the log).",
         "- *READY s*: wall clock from spawning `ip netns exec NS letterbox ... run --dev` with "
         "`NOTIFY_SOCKET` set to a datagram socket the benchmark binds, to the READY=1 datagram. "
-        "**Measured on a busy machine** (2 cores shared with other engineers' test runs; "
-        "*load* is the 1-minute load average at each spawn): read the medians as rough.",
+        "**Measured on a busy machine**: 2 cores shared with other engineers' test runs, "
+        "which come and go (*load* is the 1-minute load average at each spawn); read the "
+        "medians as rough.",
         "- *PSS / RSS / anon*: `/proc/PID/smaps_rollup`, PSS summed over the box's processes (it "
         "is one process); *anon* is its Anonymous memory (heap, stacks); each the median of 5 "
         f"readings 1 s apart after {IDLE_SETTLE:.0f} s idle. "
@@ -878,6 +884,12 @@ def report(run: Run) -> str:
         "### What this means for MemoryMax on a 512 MB Zero 2 W",
         "",
         meaning(run, c, pss_on, rss_on, worst),
+        "",
+        "### Run output",
+        "",
+        "```",
+        *PROGRESS,
+        "```",
     ]
     return "\n".join(lines) + "\n"
 
@@ -904,7 +916,11 @@ def meaning(run: Run, c: dict[str, float], pss_on: float, rss_on: float, worst: 
         else ""
     )
     if peak <= c["board_max"]:
-        cap = f"stays under MemoryMax by {c['board_max'] - peak:.0f} MiB"
+        cap = (
+            f"stays under MemoryMax by {c['board_max'] - peak:.0f} MiB, a margin the cgroup's "
+            "kernel memory (page tables, socket buffers) also comes out of (page cache is "
+            "reclaimed first)"
+        )
     else:
         cap = "goes OVER MemoryMax: the box would be OOM-killed and restarted"
     unit = (
