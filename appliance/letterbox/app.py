@@ -46,6 +46,11 @@ SMTP_PORT = 25
 DEV_SMTP_PORT = 2525  # DESIGN.md, "One process": the `make run` ports
 POP3_PORT, POP3S_PORT = 110, 995
 DEV_POP3_PORT, DEV_POP3S_PORT = 1110, 1995
+# Argon2id runs at once in the whole process, POP3 logins and the setup page together:
+# each holds crypto.argon2_memlimit (64 MiB) for its run. With two budgets of their
+# own, 4 POP3 + 4 page logins peaked at 244 MiB RSS, over a Zero 2 W's cap; sharing
+# two slots bounds the peak near 180 MiB (bench/RESULTS.md, "Footprint").
+ARGON2_AT_ONCE = 2
 SAMPLE_MAILBOX = "postmaster@letterbox.test"  # .test is reserved (RFC 2606): never real mail
 
 
@@ -69,6 +74,7 @@ class Appliance:
         self.notifier = Notifier()  # systemd; a no-op outside a notify unit
         self.mdns: Announcer | None = None
         self.started_at: float | None = None
+        self.argon2_slots = asyncio.Semaphore(ARGON2_AT_ONCE)
 
     # -- starting -----------------------------------------------------------------------
 
@@ -159,6 +165,7 @@ class Appliance:
             self.drives.drive,
             failure_delay=float(p.failed_login_delay),
             limiter=FailureLimiter(p.max_failed_logins, float(p.failed_login_window)),
+            argon2_slots=self.argon2_slots,
         )
         keep = self.cfg.drive.keep_days
         options = SessionOptions(
@@ -194,7 +201,7 @@ class Appliance:
         host, port = listen_address(self.cfg.web, dev=self.dev)
         server = WebServer(host=host, port=port, debug=self.cfg.log.debug)
         driveapi.setup(server.app, self.drives.drive, debug=self.cfg.log.debug)
-        mount_setup_page(server.app, self)
+        mount_setup_page(server.app, self, argon2_slots=self.argon2_slots)
         try:
             bound = await server.start()
         except OSError as exc:

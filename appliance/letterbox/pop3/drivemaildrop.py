@@ -72,12 +72,15 @@ class DriveAuthenticator:
         *,
         failure_delay: float = FAILURE_DELAY,
         limiter: FailureLimiter | None = None,
+        argon2_slots: asyncio.Semaphore | None = None,
     ) -> None:
         self._drive = drive
         self.failure_delay = failure_delay
         self.limiter = limiter or FailureLimiter()
         self.in_use: set[str] = set()  # mailbox ids with a session
-        self._unlocks = asyncio.Semaphore(UNLOCK_CONCURRENCY)
+        # The box passes the one budget it shares with the setup page; alone (tests,
+        # the bridge), a budget of its own.
+        self._unlocks = argon2_slots or asyncio.Semaphore(UNLOCK_CONCURRENCY)
         self._decoy: crypto.Keyring | None = None
 
     async def login(self, user: str, password: str, client: str) -> DriveMaildrop:

@@ -8,6 +8,8 @@ See security.py for the gatekeeping every request passes through.
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from letterbox.web.setup import (
@@ -22,9 +24,16 @@ from letterbox.web.setup.context import SETUP_STATE, STATIC, Box, SetupState, ma
 from letterbox.web.setup.security import guard
 
 
-def setup(app: web.Application, box: Box) -> SetupState:
-    """Mount the setup page into `app`; returns its state (sessions, limiter)."""
+def setup(
+    app: web.Application, box: Box, *, argon2_slots: asyncio.Semaphore | None = None
+) -> SetupState:
+    """Mount the setup page into `app`; returns its state (sessions, limiter).
+
+    `argon2_slots`: the box's one Argon2id budget, shared with POP3 logins (each run
+    holds 64 MiB; see bench/RESULTS.md, "Footprint"); alone, a budget of its own."""
     st = SetupState(box=box, env=make_env())
+    if argon2_slots is not None:
+        st.argon2_slots = argon2_slots
     app[SETUP_STATE] = st
     app.middlewares.append(guard)
     for module in (
