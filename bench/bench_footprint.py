@@ -935,6 +935,15 @@ def meaning(run: Run, c: dict[str, float], pss_on: float, rss_on: float, worst: 
         else f"do not share one budget: both at once held {hashes(worst)} at a time"
     )
     need = (hashes(worst) * per_hash) + rss_on / MIB
+    budget = (
+        f"with the one budget (app.ARGON2_AT_ONCE) the worst case needs about {need:.0f} MiB "
+        f"({hashes(worst)} × {per_hash:.0f} + idle RSS)."
+        if shared
+        else f"never reaching MemoryHigh with this worst case needs about {need:.0f} MiB "
+        f"({hashes(worst)} × {per_hash:.0f} + idle RSS), or one Argon2id budget shared by "
+        "POP3 and the setup page, which would bring it to "
+        f"{max(hashes(pop3_4), hashes(web_4)) * per_hash + rss_on / MIB:.0f} MiB."
+    )
     return (
         f"Idle, with everything issues 5–6 added running, the box is {mib(pss_on)} MiB PSS "
         f"({mib(rss_on)} MiB RSS), and {settled:.1f} MiB once every setup page has been "
@@ -951,12 +960,8 @@ def meaning(run: Run, c: dict[str, float], pss_on: float, rss_on: float, worst: 
         f"{c['board_ram']:.0f} MiB to the kernel, sshd and page cache. The unit file's own "
         f"MemoryMax={c['unit_max']:.0f}M, which applies wherever the unit runs without the "
         f"image's drop-in, {unit}. `image/boards.py` checks that 2 hashes and 64 MiB fit "
-        f"under memory_high; never reaching MemoryHigh with this worst case needs about "
-        f"{need:.0f} MiB ({hashes(worst)} × {per_hash:.0f} + idle RSS), or one Argon2id "
-        f"budget shared by POP3 and the setup page, which would bring it to "
-        f"{max(hashes(pop3_4), hashes(web_4)) * per_hash + rss_on / MIB:.0f} MiB. RSS here "
-        "is x86_64's; the board's arm64 Python is of the same order, and a check on the board "
-        "itself is still to be done."
+        f"under memory_high; {budget} RSS here is x86_64's; the board's arm64 Python is of "
+        "the same order, and a check on the board itself is still to be done."
     )
 
 
