@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ssl
+import subprocess
+import sys
+from pathlib import Path
 
 from letterbox.crypto import Argon2Limits
 
@@ -27,3 +30,17 @@ def unverified_tls() -> ssl.SSLContext:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def letterbox_cli(
+    data: Path, *args: str, stdin: str = "", config: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`letterbox --data DATA [--config FILE] ARGS...` as a person runs it: a real process."""
+    extra = ["--config", str(config)] if config else []
+    return subprocess.run(
+        [sys.executable, "-m", "letterbox.cli", "--data", str(data), *extra, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

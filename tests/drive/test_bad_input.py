@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from letterbox.drive import Drive, DriveFormatError, MessageDamaged
 from letterbox.drive.check import check_drive
 
 from tests.helpers import FAST_ARGON2, PASSWORD, message
+from tests.helpers import letterbox_cli as cli
 
 
 def populated(data_dir: Path) -> tuple[str, list[str]]:
@@ -42,16 +41,6 @@ def snapshot(root: Path) -> dict[str, bytes]:
         for p in root.rglob("*")
         if p.is_file() and "index.sqlite3" not in p.name
     }
-
-
-def cli(data_dir: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "letterbox.cli", "--data", str(data_dir), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_corrupt_index_is_refused_and_blobs_are_untouched(data_dir: Path) -> None:

@@ -6,28 +6,14 @@ import json
 import os
 import smtplib
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from letterbox import __version__, claim, control
 from letterbox.status import PROVISIONING_REPORT, status_line
 
+from tests.helpers import letterbox_cli as cli
 from tests.integration.harness import SAMPLE, Run, write_config
-
-
-def cli(
-    data: Path, *args: str, stdin: str = "", config: Path | None = None
-) -> subprocess.CompletedProcess:
-    extra = ["--config", str(config)] if config else []
-    return subprocess.run(
-        [sys.executable, "-m", "letterbox.cli", "--data", str(data), *extra, *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_status_says_plainly_when_no_box_runs(tmp_path: Path) -> None:

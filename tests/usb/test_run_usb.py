@@ -11,33 +11,15 @@ import os
 import poplib
 import smtplib
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from letterbox.drive import Drive
 
 from tests.helpers import FAST_ARGON2
+from tests.helpers import letterbox_cli as cli
 from tests.integration.harness import Run, write_config
 from tests.usb.conftest import ADDRESS, PASSWORD, Loops, synth, wait_until
-
-
-def cli(data: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "letterbox.cli",
-            "--data",
-            str(data),
-            "--config",
-            str(config),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def send(port: int, body: str) -> tuple[int, bytes]:
@@ -66,16 +48,16 @@ def test_unplug_answers_451_and_replug_resumes_delivery(loops: Loops, tmp_path: 
     run = Run(data, config)
     try:
         assert "the drive is unavailable" in run.out  # a new box: nothing adopted yet
-        got = cli(data, config, "drive", "candidates", "--json")
+        got = cli(data, "drive", "candidates", "--json", config=config)
         assert got.returncode == 0, got.stderr
         listed = json.loads(got.stdout)
         assert listed["state"]["state"] == "absent"
         (ours,) = [c for c in listed["candidates"] if c["devnode"] == dev]
         assert ours["kind"] == "letterbox" and ours["drive_id"] == drive_id
 
-        refused = cli(data, config, "drive", "format", ours["id"], "--confirm", "yes")
+        refused = cli(data, "drive", "format", ours["id"], "--confirm", "yes", config=config)
         assert refused.returncode == 1 and f"confirm with its device name {dev}" in refused.stderr
-        adopted = cli(data, config, "drive", "adopt", ours["id"])
+        adopted = cli(data, "drive", "adopt", ours["id"], config=config)
         assert adopted.returncode == 0, adopted.stderr
         assert f"Drive {drive_id} on {dev} is online" in adopted.stdout
 
@@ -95,7 +77,9 @@ def test_unplug_answers_451_and_replug_resumes_delivery(loops: Loops, tmp_path: 
 
         loops.attach(img)  # plugged in again
         wait_until(lambda: send(run.port, "three") == (250, b""), timeout=20)
-        state = json.loads(cli(data, config, "drive", "candidates", "--json").stdout)["state"]
+        state = json.loads(cli(data, "drive", "candidates", "--json", config=config).stdout)[
+            "state"
+        ]
         assert state["state"] == "online" and state["drive_id"] == drive_id
         assert run.stop() == 0
     finally:
