@@ -32,7 +32,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	scripts/apt-ensure $(TEST_DEBS) $(IMAGE_DEBS)
-	$(VENV)/bin/ruff check appliance tests bench
+	$(VENV)/bin/ruff check appliance tests bench image provisioning
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
@@ -43,8 +43,8 @@ bench: $(STAMP)
 	$(PY) bench/run.py $(BENCH)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check appliance tests bench
-	$(VENV)/bin/ruff format --check appliance tests
+	$(VENV)/bin/ruff check appliance tests bench image provisioning
+	$(VENV)/bin/ruff format --check appliance tests image provisioning
 
 image: $(STAMP)
 	scripts/apt-ensure $(IMAGE_DEBS)
