@@ -196,7 +196,7 @@ class Appliance:
             )
 
     async def _start_web(self) -> None:
-        """The web port (drive API; the setup page later). Failing to get the port
+        """The web port (the setup page and the drive API). Failing to get the port
         does not stop the box: receiving mail matters more, and the log says why."""
         host, port = listen_address(self.cfg.web, dev=self.dev)
         server = WebServer(host=host, port=port, debug=self.cfg.log.debug)
@@ -206,14 +206,14 @@ class Appliance:
             bound = await server.start()
         except OSError as exc:
             log.error(
-                "web: cannot listen on port %d (%s); running without the drive API",
+                "web: cannot listen on port %d (%s); running without the setup page and drive API",
                 port,
                 exc.strerror or exc,
             )
             return
         self.web = server
         for addr, p in bound:
-            log.info("web (drive API) listening on %s port %d", addr, p)
+            log.info("web (setup page, drive API) listening on %s port %d", addr, p)
 
     # -- stopping -----------------------------------------------------------------------
 
@@ -286,8 +286,8 @@ class Appliance:
             if self.pop3
             else "  POP3  not listening",
             (
-                f"  web   {self.web.host or '0.0.0.0'}:{self.web.port}, drive API for end-to-end "
-                "mailboxes"
+                f"  web   http://{self.web.host or where}:{self.web.port}/ setup page "
+                "(and the drive API for end-to-end mailboxes)"
             )
             if self.web
             else "  web   not listening (see the log)",
@@ -323,7 +323,8 @@ class Appliance:
             lines.append(f"  LAN name {self.mdns.name.rstrip('.')} (mDNS)")
         code = setup_code(self.data_dir)
         if code is not None:
-            lines += ["", f"Setup code: {code}  (claim the box on its setup page)"]
+            page = f"http://{where}:{self.web.port}/" if self.web else "the setup page"
+            lines += ["", f"Setup code: {code}  (claim the box at {page})"]
         lines += ["", "Stop with Ctrl-C."]
         return "\n".join(lines)
 
