@@ -31,7 +31,8 @@ from letterbox.drive import Drive
 from letterbox.drive.committer import SWITCH_INTERVAL
 from letterbox.lan.mdns import Announcer, MdnsError, Service
 from letterbox.notify import Notifier
-from letterbox.pop3 import DriveAuthenticator, FailureLimiter, Pop3Listener, SessionOptions
+from letterbox.pop3 import DriveAuthenticator, Pop3Listener, SessionOptions
+from letterbox.ratelimit import FailureLimiter
 from letterbox.smtp import Gateway, SmtpListener
 from letterbox.status import listeners, snapshot, status_line
 from letterbox.usb import commands as drive_commands

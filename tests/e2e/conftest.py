@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from letterbox.e2e import api_client, verify
 
+from tests.helpers import letterbox_cli
 from tests.integration.harness import Run, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,28 +111,12 @@ class E2EBox:
 
 
 def make_e2e_mailbox(data: Path, config: Path, address: str, key_file: Path) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "letterbox.cli",
-            "--data",
-            str(data),
-            "--config",
-            str(config),
-            "mailbox",
-            "add",
-            address,
-            "--end-to-end",
-            "--key-file",
-            str(key_file),
-            "--password-stdin",
-        ],
-        input=PASSPHRASE + "\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
+    done = letterbox_cli(
+        data,
+        *("mailbox", "add", address, "--end-to-end", "--key-file", str(key_file)),
+        "--password-stdin",
+        stdin=PASSPHRASE + "\n",
+        config=config,
     )
     assert done.returncode == 0, done.stderr
     assert "end-to-end" in done.stdout

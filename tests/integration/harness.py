@@ -8,6 +8,7 @@ has stopped, with the sample mailbox's password that the first run printed.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import socket
@@ -16,6 +17,8 @@ import sys
 import threading
 import time
 import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from letterbox.boxkeys import BoxKeys
@@ -57,6 +60,16 @@ def write_config(path: Path, extra: str = "", *, smtp: str = "", pop3: str = "")
         f"{extra}"
     )
     return path
+
+
+@dataclass
+class RssGrowth:
+    idle: int
+    peak: int = 0
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.idle
 
 
 class Run:
@@ -126,6 +139,28 @@ class Run:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1])
         raise AssertionError
+
+    @contextlib.contextmanager
+    def rss_growth(self) -> Iterator[RssGrowth]:
+        """The box's RSS sampled every 5 ms while the block runs (after a settling
+        pause), for the bounded-memory tests: growth = peak - idle, in KiB."""
+        time.sleep(0.3)
+        seen = RssGrowth(idle=self.rss_kib())
+        seen.peak = seen.idle
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                seen.peak = max(seen.peak, self.rss_kib())
+                time.sleep(0.005)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            yield seen
+        finally:
+            done.set()
+            sampler.join()
 
 
 def read_mailbox(data: Path, password: str, address: str = SAMPLE) -> list[bytes]:

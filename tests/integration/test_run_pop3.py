@@ -385,21 +385,8 @@ def test_a_25_mb_retr_streams_fast_in_flat_memory(run: Run):
     p = pop(run, tls="none")  # warm up the paths used
     stored_size = int(p.list(1).split()[2])
     p.quit()
-    time.sleep(0.3)
-    idle = run.rss_kib()
-    peak = idle
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, run.rss_kib())
-            time.sleep(0.005)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
     digest = hashlib.sha256()
-    try:
+    with run.rss_growth() as rss:
         sock = socket.create_connection(("127.0.0.1", run.pop3_port), timeout=30)
         f = sock.makefile("rb", buffering=1 << 20)
         f.readline()
@@ -420,13 +407,10 @@ def test_a_25_mb_retr_streams_fast_in_flat_memory(run: Run):
         sock.sendall(b"QUIT\r\n")
         f.close()
         sock.close()
-    finally:
-        done.set()
-        sampler.join()
-    growth = peak - idle
+    growth = rss.growth
     print(
         f"RETR of {stored_size} octets in {elapsed:.2f} s "
-        f"({stored_size / elapsed / 1e6:.0f} MB/s); RSS idle {idle} KiB, peak {peak} KiB, "
+        f"({stored_size / elapsed / 1e6:.0f} MB/s); RSS idle {rss.idle} KiB, peak {rss.peak} KiB, "
         f"growth {growth} KiB"
     )
     assert received == stored_size

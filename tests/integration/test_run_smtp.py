@@ -14,7 +14,6 @@ import smtplib
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,29 +167,12 @@ def test_sigterm_drops_an_unfinished_message_after_the_grace_period(run: Run):
 def test_a_25_mb_message_streams_in_bounded_memory(run: Run):
     with smtplib.SMTP("127.0.0.1", run.port) as client:
         client.sendmail("me@example.org", [SAMPLE], MSG)  # warm up the paths used
-    time.sleep(0.3)
-    idle = run.rss_kib()
-    peak = idle
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, run.rss_kib())
-            time.sleep(0.005)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
     line = b"0123456789abcdef" * 62 + b"\r\n"  # 994-byte lines
     big = b"Subject: big\r\n\r\n" + line * (25 * 1024 * 1024 // len(line))
-    try:
-        with smtplib.SMTP("127.0.0.1", run.port) as client:
-            client.sendmail("me@example.org", [SAMPLE], big)
-    finally:
-        done.set()
-        sampler.join()
-    growth = peak - idle
-    print(f"RSS idle {idle} KiB, peak {peak} KiB, growth {growth} KiB")
+    with run.rss_growth() as rss, smtplib.SMTP("127.0.0.1", run.port) as client:
+        client.sendmail("me@example.org", [SAMPLE], big)
+    growth = rss.growth
+    print(f"RSS idle {rss.idle} KiB, peak {rss.peak} KiB, growth {growth} KiB")
     assert growth <= 8 * 1024, f"server RSS grew by {growth} KiB during a 25 MB DATA"
     assert run.stop() == 0
     stored = read_mailbox(run.data, run.password())

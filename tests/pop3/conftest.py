@@ -18,7 +18,8 @@ import pytest
 from letterbox.boxkeys import BoxKeys
 from letterbox.crypto import Argon2Limits, PersonalKey
 from letterbox.drive import Drive
-from letterbox.pop3 import DriveAuthenticator, FailureLimiter, Pop3Listener, SessionOptions
+from letterbox.pop3 import DriveAuthenticator, Pop3Listener, SessionOptions
+from letterbox.ratelimit import FailureLimiter
 from letterbox.tls import box_context
 
 PASSWORD = "correct horse"

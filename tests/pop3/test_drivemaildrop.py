@@ -13,7 +13,6 @@ from letterbox.pop3 import (
     DriveAuthenticator,
     EndToEndOnly,
     Entry,
-    FailureLimiter,
     LoginRefused,
     LoginThrottled,
     MailboxInUse,
@@ -22,6 +21,7 @@ from letterbox.pop3 import (
     MessageUnreadable,
 )
 from letterbox.pop3.drivemaildrop import READ_AHEAD
+from letterbox.ratelimit import FailureLimiter
 
 from tests.helpers import PASSWORD, message
 

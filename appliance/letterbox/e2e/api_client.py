@@ -12,13 +12,13 @@ import asyncio
 import base64
 import binascii
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, BinaryIO
 
 import aiohttp
 
 from letterbox import crypto
+from letterbox.drive.records import SealedDelivery
 
 API = "/api/v1/drive"
 DOWNLOAD_CHUNK = 256 * 1024
@@ -44,17 +44,9 @@ class AckRefused(ApiError):
     """An acknowledgement was refused (403 not signed right, 409 hash mismatch)."""
 
 
-@dataclass(frozen=True)
-class Listed:
-    """One message as the box lists it; nothing here is trusted until verified."""
-
-    id: str
-    blob_id: str
-    plain_size: int
-    stored_size: int
-    received: int
-    cipher_hash: bytes
-    meta: bytes
+# One message as the box lists it: the drive's own record, sent as JSON. On this side
+# nothing in it is trusted until letterbox.e2e.verify has checked it.
+Listed = SealedDelivery
 
 
 def _listed(doc: Any) -> Listed:

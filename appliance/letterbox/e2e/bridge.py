@@ -49,7 +49,6 @@ from letterbox.e2e import verify
 from letterbox.e2e.api_client import AckRefused, ApiError, DriveClient, ServerUnavailable
 from letterbox.pop3 import (
     Entry,
-    FailureLimiter,
     LoginRefused,
     LoginThrottled,
     MailboxInUse,
@@ -59,6 +58,7 @@ from letterbox.pop3 import (
     Pop3Listener,
     SessionOptions,
 )
+from letterbox.ratelimit import FailureLimiter
 
 log = logging.getLogger("letterbox.bridge")
 

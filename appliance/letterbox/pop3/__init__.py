@@ -10,7 +10,7 @@
 `letterbox bridge` reuses Pop3Listener/Pop3Session with a maildrop of its own.
 """
 
-from letterbox.pop3.drivemaildrop import DriveAuthenticator, DriveMaildrop, FailureLimiter
+from letterbox.pop3.drivemaildrop import DriveAuthenticator, DriveMaildrop
 from letterbox.pop3.listener import Pop3Listener
 from letterbox.pop3.maildrop import (
     Authenticator,
@@ -32,7 +32,6 @@ __all__ = [
     "DriveMaildrop",
     "EndToEndOnly",
     "Entry",
-    "FailureLimiter",
     "LoginRefused",
     "LoginThrottled",
     "MailboxInUse",
