@@ -48,13 +48,11 @@ import json
 import os
 import poplib
 import re
-import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import tomllib
@@ -79,6 +77,7 @@ from peers.measure import (
     reset_peak_rss,
     rss_kib,
     start_process,
+    state_directory,
     stop_process,
 )
 from peers.postfix import PostfixConfig, PostfixPeer
@@ -619,26 +618,21 @@ def run_all(args: argparse.Namespace) -> Run:
     factory = TrackerFactory()
     run = Run(datetime.datetime.now().astimezone(), machine_description(), versions())
     print(f"{run.machine}\n{run.versions}", flush=True)
-    root = Path(tempfile.mkdtemp(prefix="letterbox-bench-footprint-"))
-    root.chmod(0o755)  # Postfix and Dovecot workers traverse it
-    try:
-        with namespace() as ns:
-            box = Box(root / "letterbox", ns.name, factory)
-            try:
-                measure_box(box, ns, run, args.restarts)
-            except Exception:
-                print(f"--- letterbox log ---\n{box.log_tail()}", file=sys.stderr)
-                raise
-            finally:
-                box.stop()
-        run.peers = measure_peers(root, factory)
-        run.imports = import_costs()
-    finally:
-        factory.close()
-        if args.keep:
-            print(f"State and logs kept in {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+    with state_directory("footprint", args.keep) as root:
+        try:
+            with namespace() as ns:
+                box = Box(root / "letterbox", ns.name, factory)
+                try:
+                    measure_box(box, ns, run, args.restarts)
+                except Exception:
+                    print(f"--- letterbox log ---\n{box.log_tail()}", file=sys.stderr)
+                    raise
+                finally:
+                    box.stop()
+            run.peers = measure_peers(root, factory)
+            run.imports = import_costs()
+        finally:
+            factory.close()  # before the directory goes: nothing left writing in it
     return run
 
 

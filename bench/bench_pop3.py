@@ -51,17 +51,14 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import smtplib
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +69,7 @@ from peers.measure import (
     Sampler,
     Tracker,
     TrackerFactory,
+    add_run_arguments,
     free_port,
     kernel_thread_times,
     kernel_threads_delta,
@@ -82,6 +80,7 @@ from peers.measure import (
     pss_kib,
     reset_peak_rss,
     rss_kib,
+    state_directory,
     wait_for_quiet,
     wait_until,
 )
@@ -941,7 +940,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--loads", nargs="+", choices=[x.key for x in LOADS], default=[x.key for x in LOADS]
     )
-    p.add_argument("--repeat", type=int, default=3, metavar="N")
+    add_run_arguments(p, name="pop3", quiet_budget=90.0)
     p.add_argument(
         "--extra",
         type=int,
@@ -949,34 +948,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="N",
         help="up to N more runs for a server none of whose runs was on a quiet machine",
     )
-    p.add_argument(
-        "--quiet-budget",
-        type=float,
-        default=90.0,
-        metavar="S",
-        help="wait at most S seconds in all for a quiet machine (default 90; 0: never)",
-    )
-    p.add_argument(
-        "--from-json", type=Path, metavar="FILE", help="redo the report from a saved run"
-    )
-    p.add_argument("--keep", action="store_true", help="keep the state directory and logs")
-    p.add_argument("--no-results", action="store_true", help="do not update bench/RESULTS.md")
-    p.add_argument("--sample-interval", type=float, default=0.1, metavar="S")
-    p.add_argument("--no-cgroup", action="store_true", help="track processes by process tree")
     return p.parse_args(argv)
-
-
-@contextlib.contextmanager
-def state_directory(keep: bool) -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="letterbox-bench-pop3-"))
-    root.chmod(0o755)
-    try:
-        yield root
-    finally:
-        if keep:
-            print(f"State and logs kept in {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass
@@ -1065,7 +1037,7 @@ def run_all(args: argparse.Namespace) -> Run:
     run = Run(info, {})
     begun = time.monotonic()
     try:
-        with state_directory(args.keep) as state:
+        with state_directory("pop3", args.keep) as state:
             subjects = {n: make_subject(n, state / n, factory.new(n)) for n in servers}
             try:
                 expected = setup(subjects, loads, info)

@@ -34,7 +34,6 @@ import datetime
 import json
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -51,12 +50,14 @@ from peers.measure import (
     Sampler,
     Tracker,
     TrackerFactory,
+    add_run_arguments,
     free_port,
     kernel_threads_seconds,
     machine_busy_seconds,
     machine_description,
     pss_kib,
     rss_kib,
+    state_directory,
     wait_for_quiet,
 )
 from peers.postfix import PostfixConfig, PostfixPeer
@@ -606,41 +607,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         choices=[load.key for load in LOADS],
         default=[load.key for load in LOADS],
     )
-    p.add_argument(
-        "--repeat",
-        type=int,
-        default=3,
-        metavar="N",
-        help="measure every (server, load) N times, interleaved; tables show the median run",
-    )
-    p.add_argument(
-        "--quiet-budget",
-        type=float,
-        default=180.0,
-        metavar="S",
-        help="before each measurement wait up to 20 s for other processes to go quiet, "
-        "at most S seconds in all (default 180; 0: never wait)",
-    )
-    p.add_argument(
-        "--from-json",
-        type=Path,
-        metavar="FILE",
-        help="no measuring: redo the report from a saved run (bench/out/bench_smtp.json)",
-    )
-    p.add_argument("--keep", action="store_true", help="keep the state directory and logs")
-    p.add_argument("--no-results", action="store_true", help="do not update bench/RESULTS.md")
-    p.add_argument(
-        "--sample-interval",
-        type=float,
-        default=0.1,
-        metavar="S",
-        help="seconds between PSS samples (default 0.1)",
-    )
-    p.add_argument(
-        "--no-cgroup",
-        action="store_true",
-        help="track processes by process tree even where a cgroup is possible",
-    )
+    add_run_arguments(p, name="smtp", quiet_budget=180.0)
     p.add_argument(
         "--shared-fs",
         action="store_true",
@@ -688,20 +655,6 @@ def dedicated_filesystem(mountpoint: Path, size: str = "8G") -> Iterator[Path]:
         image.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def state_directory(keep: bool) -> Iterator[Path]:
-    """A private directory for all servers' state, readable by the postfix/nobody users."""
-    root = Path(tempfile.mkdtemp(prefix="letterbox-bench-smtp-"))
-    root.chmod(0o755)
-    try:
-        yield root
-    finally:
-        if keep:
-            print(f"State and logs kept in {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-
-
 @dataclass
 class Run:
     """Everything one benchmark run produced; saved as JSON so the report can be redone."""
@@ -742,7 +695,7 @@ def run_all(args: argparse.Namespace) -> Run:
     print(f"{info.machine}\n{info.versions}\nCPU accounting: {info.cpu_method}", flush=True)
     run = Run(info, loads, {}, problems=problems)
     try:
-        with state_directory(args.keep) as state:
+        with state_directory("smtp", args.keep) as state:
             for load in loads:
                 for rep in range(1, args.repeat + 1):
                     for name in list(runnable):

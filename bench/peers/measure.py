@@ -26,14 +26,17 @@ memory.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -575,3 +578,60 @@ def machine_description() -> str:
     uname = os.uname()
     cpu = f"{os.cpu_count()} CPUs" + (f" ({model})" if model else "")
     return f"{cpu}, {mem_kib / 1024 / 1024:.1f} GiB RAM, Linux {uname.release} {uname.machine}"
+
+
+# -- what every benchmark run has --------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def state_directory(name: str, keep: bool) -> Iterator[Path]:
+    """A private directory for all servers' state, readable by the postfix/nobody users
+    (their workers traverse it); removed afterwards unless `keep`."""
+    root = Path(tempfile.mkdtemp(prefix=f"letterbox-bench-{name}-"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        if keep:
+            print(f"State and logs kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def add_run_arguments(p: argparse.ArgumentParser, *, name: str, quiet_budget: float) -> None:
+    """The options the peer-comparing benchmarks (SMTP, POP3) share."""
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        metavar="N",
+        help="measure every (server, load) N times, interleaved; tables show the median run",
+    )
+    p.add_argument(
+        "--quiet-budget",
+        type=float,
+        default=quiet_budget,
+        metavar="S",
+        help="before each measurement wait up to 20 s for other processes to go quiet, "
+        f"at most S seconds in all (default {quiet_budget:.0f}; 0: never wait)",
+    )
+    p.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="FILE",
+        help=f"no measuring: redo the report from a saved run (bench/out/bench_{name}.json)",
+    )
+    p.add_argument("--keep", action="store_true", help="keep the state directory and logs")
+    p.add_argument("--no-results", action="store_true", help="do not update bench/RESULTS.md")
+    p.add_argument(
+        "--sample-interval",
+        type=float,
+        default=0.1,
+        metavar="S",
+        help="seconds between PSS samples (default 0.1)",
+    )
+    p.add_argument(
+        "--no-cgroup",
+        action="store_true",
+        help="track processes by process tree even where a cgroup is possible",
+    )
