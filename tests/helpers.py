@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import ssl
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 from letterbox.crypto import Argon2Limits
 
@@ -44,3 +49,41 @@ def letterbox_cli(
         text=True,
         timeout=60,
     )
+
+
+class ListenerBox:
+    """A listener (SMTP or POP3) serving on its own event loop in a thread, with a
+    real drive behind it, so tests talk to it with blocking sockets as clients do.
+
+    Subclasses open `self.drive`, call `start_loop()`, then start `self.listener`
+    through `call` and set `self.port`."""
+
+    drive: Any
+    listener: Any
+    port: int
+
+    def start_loop(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def call(self, coro: object, timeout: float = 60) -> object:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
+
+    def connect(self, timeout: float = 10) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+
+    def wait_idle(self, timeout: float = 10) -> None:
+        """Until every session has ended (the server closed or the client left)."""
+        deadline = time.monotonic() + timeout
+        while self.listener.sessions and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not self.listener.sessions, "sessions still open"
+
+    def close(self) -> None:
+        self.call(self.listener.stop(1.0))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+        if self.drive is not None:
+            self.drive.close()

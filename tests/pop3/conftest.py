@@ -7,10 +7,7 @@ drive afterwards. Nothing is a mock: the maildrop is the drive's.
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +18,8 @@ from letterbox.drive import Drive
 from letterbox.pop3 import DriveAuthenticator, Pop3Listener, SessionOptions
 from letterbox.ratelimit import FailureLimiter
 from letterbox.tls import box_context
+
+from tests.helpers import ListenerBox
 
 PASSWORD = "correct horse"
 CHEAP = Argon2Limits(1, 8192)
@@ -37,7 +36,7 @@ def mail(n: int, body: bytes = b"") -> bytes:
     ).encode() + body
 
 
-class Pop3Box:
+class Pop3Box(ListenerBox):
     """A running POP3 listener and the drive behind it."""
 
     def __init__(
@@ -78,9 +77,7 @@ class Pop3Box:
             timeout=timeout,
             max_bad_commands=max_bad_commands,
         )
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
+        self.start_loop()
         self.listener = Pop3Listener(
             self.options,
             host="127.0.0.1",
@@ -93,9 +90,6 @@ class Pop3Box:
         self.port = self.listener.port
         self.tls_port = self.listener.tls_port
 
-    def call(self, coro: object, timeout: float = 60) -> object:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
-
     def deliver(self, *messages: bytes, to: str = ALICE) -> list[str]:
         assert self.drive is not None
         return [self.drive.deliver("sender@example.net", [to], m)[0] for m in messages]
@@ -104,24 +98,6 @@ class Pop3Box:
         """Delivery ids still on the drive, in arrival order."""
         assert self.drive is not None
         return [d.id for d in self.drive.list(self.mailboxes[address])]
-
-    def connect(self, timeout: float = 10) -> socket.socket:
-        return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
-
-    def wait_idle(self, timeout: float = 10) -> None:
-        """Until every session has ended."""
-        deadline = time.monotonic() + timeout
-        while self.listener.sessions and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not self.listener.sessions, "sessions still open"
-
-    def close(self) -> None:
-        self.call(self.listener.stop(1.0))
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
-        self.loop.close()
-        if self.drive is not None:
-            self.drive.close()
 
 
 @pytest.fixture

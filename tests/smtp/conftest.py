@@ -7,12 +7,9 @@ what arrived straight from the drive afterwards.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,6 +21,8 @@ from letterbox.drive import Drive
 from letterbox.smtp import Gateway, SmtpListener
 from letterbox.tls import box_context
 
+from tests.helpers import ListenerBox
+
 PASSWORD = "correct horse"
 CHEAP = Argon2Limits(1, 8192)
 DOMAIN = "home.test"
@@ -31,7 +30,7 @@ ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
 
 
-class Box:
+class Box(ListenerBox):
     """A running gateway and the drive behind it."""
 
     def __init__(self, root: Path, settings: SmtpSettings, *, tls: bool = True) -> None:
@@ -45,9 +44,7 @@ class Box:
             self.add_mailbox(address)
         self.gateway = Gateway(settings, lambda: self.drive, debug=False)
         self.tls_context = box_context(root, "mx.home.test") if tls else None
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
+        self.start_loop()
         self.listener = SmtpListener(
             self.gateway,
             settings,
@@ -64,13 +61,6 @@ class Box:
         info, _ = self.drive.create_mailbox(address, quota=quota, password=PASSWORD)
         self.mailboxes[address] = info.id
 
-    def call(self, coro: object, timeout: float = 60) -> object:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
-
-    def connect(self, timeout: float = 10) -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
-        return sock
-
     def messages(self, address: str) -> list[bytes]:
         """Everything stored for `address`, decrypted, in arrival order."""
         assert self.drive is not None
@@ -86,21 +76,6 @@ class Box:
         assert self.drive is not None
         blobs = self.drive.layout.blobs
         return [p for p in blobs.rglob("*") if p.is_file()]
-
-    def wait_idle(self, timeout: float = 10) -> None:
-        """Until every session has ended (the server closed or the client left)."""
-        deadline = time.monotonic() + timeout
-        while self.listener.sessions and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not self.listener.sessions, "sessions still open"
-
-    def close(self) -> None:
-        self.call(self.listener.stop(1.0))
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
-        self.loop.close()
-        if self.drive is not None:
-            self.drive.close()
 
 
 def settings(**overrides: object) -> SmtpSettings:
