@@ -33,6 +33,7 @@ run: $(STAMP)
 test: $(STAMP)
 	scripts/apt-ensure $(TEST_DEBS) $(IMAGE_DEBS)
 	$(VENV)/bin/ruff check appliance tests bench image provisioning
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
@@ -45,6 +46,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check appliance tests bench image provisioning
 	$(VENV)/bin/ruff format --check appliance tests image provisioning
+	$(VENV)/bin/mypy
 
 image: $(STAMP)
 	scripts/apt-ensure $(IMAGE_DEBS)

@@ -224,7 +224,7 @@ def _coerce(key: str, kind: Any, value: object) -> object:
 
 def from_mapping(data: dict[str, Any]) -> Config:
     """Build a Config from parsed TOML, naming the first unknown key or bad value."""
-    sections: dict[str, object] = {}
+    sections: dict[str, Any] = {}  # each a settings dataclass, checked as it is built
     hints = get_type_hints(Config)
     for name, body in data.items():
         if name not in hints:

@@ -77,7 +77,7 @@ def _id_bytes(ident: str) -> bytes:
     return raw
 
 
-def hasher() -> hashlib._Hash:
+def hasher() -> hashlib.blake2b:
     """The ciphertext hash: BLAKE2b-256 over every byte of a blob file."""
     return hashlib.blake2b(digest_size=32)
 
@@ -505,8 +505,8 @@ class Keyring:
             key = _password_key(
                 password,
                 bytes.fromhex(str(slot["salt"])),
-                int(slot["opslimit"]),
-                int(slot["memlimit"]),
+                int(str(slot["opslimit"])),
+                int(str(slot["memlimit"])),
             )
             return self._check(_unwrap(key, "password", self.mailbox_id, self.public_key, slot))  # type: ignore[arg-type]
         except nacl.exceptions.CryptoError:

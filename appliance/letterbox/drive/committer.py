@@ -126,13 +126,13 @@ class GroupCommitter(Generic[T, R, E]):
                 results = [exc] * len(items)
             self.batches += 1
             self.items += len(items)
-            for fut, res, alive in zip(futures, results, live, strict=True):
+            for fut, outcome, alive in zip(futures, results, live, strict=True):
                 if not alive:
                     continue
-                if isinstance(res, BaseException):
-                    _settle(fut, res)  # a refusal needs no sync to be told
+                if isinstance(outcome, BaseException):
+                    _settle(fut, outcome)  # a refusal needs no sync to be told
                 else:
-                    unsynced.append((fut, res))
+                    unsynced.append((fut, outcome))
 
 
 def _settle(fut: Future[R], outcome: R | BaseException) -> None:

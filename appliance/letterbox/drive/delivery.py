@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +99,7 @@ class Message:
         self.meta = meta
         self._path = path
 
-    def chunks(self) -> Iterator[bytes]:
+    def chunks(self) -> Generator[bytes, None, None]:
         try:
             fh = open(self._path, "rb")  # noqa: SIM115 - closed by the generator
         except FileNotFoundError:

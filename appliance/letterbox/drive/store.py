@@ -20,6 +20,7 @@ removes at the next open, so index and blobs always agree.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
 import logging
@@ -726,7 +727,7 @@ class Drive:
 
     # -- end-to-end reading (the drive API serves these; the box cannot decrypt them) ---
 
-    def list_sealed(self, mailbox_id: str) -> list[SealedDelivery]:
+    def list_sealed(self, mailbox_id: str) -> builtins.list[SealedDelivery]:
         """A mailbox's deliveries with their sealed metadata, in arrival order."""
         with self._read_lock:
             rows = self._reader.execute(
@@ -797,7 +798,7 @@ class Drive:
         self._unlink(batch.unlink)
         return deleted
 
-    def evictions(self, mailbox_id: str, limit: int = 100) -> list[EvictionRecord]:
+    def evictions(self, mailbox_id: str, limit: int = 100) -> builtins.list[EvictionRecord]:
         with self._read_lock:
             rows = self._reader.execute(
                 "SELECT delivery_id, at, received, plain_size, reason FROM evictions "

@@ -182,7 +182,7 @@ class RemoteMaildrop:
         if meta is None:
             raise MessageGone
         api = self._client()
-        spool = await asyncio.to_thread(tempfile.TemporaryFile, prefix="letterbox-bridge-")
+        spool = await asyncio.to_thread(tempfile.TemporaryFile, "w+b", prefix="letterbox-bridge-")
         try:
             try:
                 size, digest = await api.download(uid, spool)

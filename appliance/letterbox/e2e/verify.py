@@ -18,7 +18,7 @@ from __future__ import annotations
 import getpass
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -79,7 +79,7 @@ def check_ciphertext(meta: crypto.DeliveryMeta, size: int, digest: bytes) -> Non
         )
 
 
-def decrypt(meta: crypto.DeliveryMeta, ciphertext: BinaryIO) -> Iterator[bytes]:
+def decrypt(meta: crypto.DeliveryMeta, ciphertext: BinaryIO) -> Generator[bytes, None, None]:
     """Step 4: the plaintext in chunks from a downloaded, hash-checked ciphertext file."""
     ciphertext.seek(0)
     total = 0

@@ -103,7 +103,8 @@ class DriveAuthenticator:
         try:
             async with self._unlocks:
                 if mailbox is None:
-                    secret = await self._check_decoy(drive, password)
+                    await self._check_decoy(drive, password)
+                    secret = None
                 else:
                     secret = await loop.run_in_executor(None, drive.unlock, mailbox.id, password)
         except crypto.WrongPassword:
@@ -133,7 +134,7 @@ class DriveAuthenticator:
                 ],
             )
         await loop.run_in_executor(None, self._decoy.unlock, password)
-        return None  # unreachable in practice: the decoy's password is random
+        # Returns only in the unreachable case that the random password was guessed.
 
     async def _pad(self, started: float) -> None:
         loop = asyncio.get_running_loop()

@@ -269,7 +269,7 @@ class Gateway:
             )
 
 
-def _consume(task: asyncio.Future[object]) -> None:
+def _consume(task: asyncio.Future[list[str]]) -> None:
     """Retrieve a shielded commit's outcome so an abandoned one logs no warning."""
     if not task.cancelled():
         task.exception()

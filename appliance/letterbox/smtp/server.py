@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, Session
 
 from letterbox.config import SmtpSettings
 from letterbox.smtp import replies as R
@@ -153,6 +153,12 @@ class SmtpSession(SMTP):
         self._released = False
         self.stats = _Stats()
         self.peer: Any = None
+
+    @property
+    def _session(self) -> Session:
+        """aiosmtpd's per-connection state, set in `connection_made` before any command."""
+        assert self.session is not None
+        return self.session
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -360,8 +366,8 @@ class SmtpSession(SMTP):
             self._send(R.SYNTAX, usage="EHLO domain")
             return
         self._reset_transaction()  # RFC 5321 §4.1.4: EHLO resets like RSET
-        self.session.host_name = arg
-        self.session.extended_smtp = True
+        self._session.host_name = arg
+        self._session.extended_smtp = True
         self._limits = {"MAIL": MAIL_LIMIT_EHLO}
         lines = [
             self.hostname,
@@ -380,8 +386,8 @@ class SmtpSession(SMTP):
             self._send(R.SYNTAX, usage="HELO domain")
             return
         self._reset_transaction()
-        self.session.host_name = arg
-        self.session.extended_smtp = False
+        self._session.host_name = arg
+        self._session.extended_smtp = False
         self._limits = {}
         self._send(R.HELO, host=self.hostname)
 
@@ -444,14 +450,14 @@ class SmtpSession(SMTP):
         ssl_object = self.transport.get_extra_info("ssl_object")
         name, _, bits = ssl_object.cipher() if ssl_object else ("unknown", "", 0)
         self._tls = TlsInfo(ssl_object.version() if ssl_object else "unknown", name, bits or 0)
-        self.session.ssl = {"version": self._tls.version, "cipher": self._tls.cipher}
+        self._session.ssl = {"version": self._tls.version, "cipher": self._tls.cipher}
         # RFC 3207 §4.2: forget what the client said before; it must EHLO again.
-        self.session.host_name = None
-        self.session.extended_smtp = False
+        self._session.host_name = None
+        self._session.extended_smtp = False
         self._limits = {}
 
     async def smtp_MAIL(self, arg: str) -> None:
-        if not self.session.host_name:
+        if not self._session.host_name:
             self._send(R.NEED_HELO)
             return
         if self._txn is not None:
@@ -462,7 +468,7 @@ class SmtpSession(SMTP):
         except PathError:
             self._send(R.BAD_SENDER)
             return
-        if path.params and not self.session.extended_smtp:
+        if path.params and not self._session.extended_smtp:
             self._send(R.SYNTAX, usage="MAIL FROM:<address> (parameters need EHLO)")
             return
         params = dict(path.params)
@@ -494,7 +500,7 @@ class SmtpSession(SMTP):
         self._send(reply, limit=self.settings.max_message_size)
 
     async def smtp_RCPT(self, arg: str) -> None:
-        if not self.session.host_name:
+        if not self._session.host_name:
             self._send(R.NEED_HELO)
             return
         txn = self._txn
@@ -520,7 +526,7 @@ class SmtpSession(SMTP):
         self._send(reply)
 
     async def smtp_DATA(self, arg: str) -> None:
-        if not self.session.host_name:
+        if not self._session.host_name:
             self._send(R.NEED_HELO)
             return
         txn = self._txn
@@ -540,11 +546,11 @@ class SmtpSession(SMTP):
             self._reset_transaction()
             return
         header = received_header(
-            helo=self.session.host_name or "",
+            helo=self._session.host_name or "",
             peer=self.peer,
             host=self.hostname,
             trace=txn.trace,
-            extended=self.session.extended_smtp,
+            extended=self._session.extended_smtp,
             tls=self._tls,
             utf8=txn.smtputf8,
             recipients=txn.recipients,

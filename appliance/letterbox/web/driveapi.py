@@ -145,8 +145,8 @@ def _api(fn: Handler) -> Callable[[DriveApi, web.Request], Awaitable[web.StreamR
             )
         except (DriveUnavailable, sqlite3.Error, OSError) as exc:
             log.warning("drive API: drive unavailable (%s)", type(exc).__name__)
-            r = _unavailable()
-            return web.json_response({"error": r.text}, status=r.status, headers=r.headers)
+            busy = _unavailable()
+            return web.json_response({"error": busy.text}, status=busy.status, headers=busy.headers)
 
     return wrapper
 

@@ -31,7 +31,7 @@ class FormError(ValueError):
 
 
 class Form:
-    def __init__(self, data: MultiDictProxy[str | bytes | web.FileField]) -> None:
+    def __init__(self, data: MultiDictProxy[str | bytes | bytearray | web.FileField]) -> None:
         self._data = data
 
     def text(self, name: str, label: str, *, max_len: int = 200, required: bool = True) -> str:

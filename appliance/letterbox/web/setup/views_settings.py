@@ -133,7 +133,7 @@ async def save_settings(request: web.Request) -> web.StreamResponse:
         public = parse_public_hostname(form)
     except FormError as exc:
         return await _page(request, status=400, error=str(exc))
-    changes = {
+    changes: settingsfile.Overrides = {
         "smtp": {"local_domains": domains, "max_message_size": int(size)},
         "drive": {"keep_days": keep_days},
         "box": {"public_hostname": public},
