@@ -76,6 +76,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -267,7 +268,7 @@ class DriveApi:
         return Refusal(
             429,
             f"too many login attempts from this device ({why}); try again later",
-            {"Retry-After": str(max(1, int(wait) + 1))},
+            {"Retry-After": str(max(1, math.ceil(wait)))},
         )
 
     async def _authenticate(self, request: web.Request) -> Session:
@@ -306,7 +307,7 @@ class DriveApi:
             raise Refusal(
                 503,
                 "the box is answering too many logins at once; try again shortly",
-                {"Retry-After": str(max(1, int(oldest - now) + 1))},
+                {"Retry-After": str(max(1, math.ceil(oldest - now)))},
             )
         value = secrets.token_bytes(32)
         self._challenges[value] = Pending(now + self.challenge_ttl, client)
