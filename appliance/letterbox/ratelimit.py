@@ -1,4 +1,6 @@
-"""Failed-attempt limits per client address, for every door that takes a secret.
+"""Limits per client address: failed attempts at every door that takes a secret
+(`FailureLimiter`), and plain request rates at a door anyone may knock on
+(`RequestRate`: the drive API's /challenge). Both count by `client_key`.
 
 POP3 logins (pop3/drivemaildrop.py, e2e/bridge.py) and the setup page's login,
 setup-code claim and recovery-code reset (web/setup/) all count failures the same

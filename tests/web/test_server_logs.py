@@ -91,6 +91,18 @@ def test_a_malformed_request_is_one_line_without_traceback_or_address(
     assert "\n" not in message
 
 
+def test_no_http_at_all_is_refused_quietly(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TLS to the plain-HTTP port, or a scanner's junk: 400, nothing at INFO or above
+    (aiohttp reports it through the logger's debug(), which must still work)."""
+    caplog.set_level(logging.INFO)
+    reply = served.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64)
+    assert b" 400 " in reply.split(b"\r\n", 1)[0]
+    assert [r.getMessage() for r in caplog.records if r.name != "letterbox.web.access"] == []
+    assert reply.split(b"\r\n", 1)[0].startswith(b"HTTP/1.")
+
+
 def test_a_bug_in_a_handler_still_logs_its_traceback(
     served: Served, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -75,11 +75,11 @@ class ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
     def __init__(self, logger: logging.Logger, *, debug: bool) -> None:
         super().__init__(logger, {})
-        self.debug = debug
+        self._debug_mode = debug  # not `debug`: that is the adapter's debug() method
 
     def exception(self, msg: object, *args: object, exc_info: Any = True, **kw: Any) -> None:
         exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
-        who = f" from {args[0]}" if self.debug and args else ""
+        who = f" from {args[0]}" if self._debug_mode and args else ""
         if isinstance(exc, HttpProcessingError):
             self.logger.info(
                 "web: refused a malformed request%s: %d %s",
@@ -88,7 +88,7 @@ class ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
                 logsafe.escape(exc.message or type(exc).__name__, limit=200),
             )
             return
-        if not self.debug and isinstance(msg, str) and msg.endswith(" from %s"):
+        if not self._debug_mode and isinstance(msg, str) and msg.endswith(" from %s"):
             msg, args = msg[: -len(" from %s")], ()
         self.logger.error(msg, *args, exc_info=exc_info, **kw)
 

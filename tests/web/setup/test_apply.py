@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 from typing import Any
 
+from letterbox import config
 from letterbox.smtp import Gateway, SmtpListener
 
 from tests.web.setup.conftest import Page, SetupBox
@@ -46,7 +47,7 @@ def test_a_saved_size_limit_is_what_the_next_smtp_session_announces(
 ) -> None:
     cfg = setup_box.cfg
     setup_box.cfg = dataclasses.replace(
-        cfg, smtp=dataclasses.replace(cfg.smtp, max_message_size=10 << 20)
+        cfg, smtp=dataclasses.replace(cfg.smtp, max_message_size=config.Size(10 << 20))
     )
 
     async def scenario(page: Page) -> None:

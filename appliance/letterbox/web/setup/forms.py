@@ -31,8 +31,11 @@ class FormError(ValueError):
     """A field that cannot be used; the message is for the person who filled it in."""
 
 
+PostData = MultiDictProxy[str | bytes | bytearray | web.FileField]  # request.post()
+
+
 class Form:
-    def __init__(self, data: MultiDictProxy[str | bytes | web.FileField]) -> None:
+    def __init__(self, data: PostData) -> None:
         self._data = data
 
     def text(self, name: str, label: str, *, max_len: int = 200, required: bool = True) -> str:
@@ -70,7 +73,7 @@ class UnreadableForm(ValueError):
     """The request body is no form this page can read (the guard answers 400)."""
 
 
-async def read_post(request: web.Request) -> MultiDictProxy[str | bytes | web.FileField]:
+async def read_post(request: web.Request) -> PostData:
     """`request.post()`, with every way a body can be unreadable made `UnreadableForm`.
 
     aiohttp decodes with the request's `charset` as given (an unknown one is a
