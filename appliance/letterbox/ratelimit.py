@@ -1,4 +1,6 @@
-"""Failed-attempt limits per client address, for every door that takes a secret.
+"""Limits per client address: failed attempts at every door that takes a secret
+(`FailureLimiter`), and plain request rates at a door anyone may knock on
+(`RequestRate`: the drive API's /challenge). Both count by `client_key`.
 
 POP3 logins (pop3/drivemaildrop.py, e2e/bridge.py) and the setup page's login,
 setup-code claim and recovery-code reset (web/setup/) all count failures the same
@@ -20,6 +22,7 @@ refused without checking the secret until the oldest counted failure is that old
 from __future__ import annotations
 
 import ipaddress
+import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -125,3 +128,44 @@ class FailureLimiter:
     def succeeded(self, client: str | None) -> None:
         """The client proved it holds the secret: its failures are forgotten."""
         self._failures.pop(client_key(client), None)
+
+
+class RequestRate:
+    """At most `limit` requests per client key in each fixed `window` of seconds,
+    for a door anyone may knock on (the drive API's /challenge): unlike
+    `FailureLimiter`, which keeps each failure's time, this keeps one count per
+    client, so a high limit costs no memory. A client may get up to twice `limit`
+    across a window boundary; that is the price of O(1), and still bounds a flood.
+
+    At most `max_tracked` clients are remembered, the least recently seen dropped
+    first (a dropped client starts a fresh window: the limit holds per client that
+    keeps asking, which is the one that matters)."""
+
+    def __init__(
+        self,
+        limit: int,
+        window: float,
+        max_tracked: int = MAX_TRACKED,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self.max_tracked = max(1, max_tracked)
+        self.clock = clock
+        self._counts: OrderedDict[str, list[float]] = OrderedDict()  # key -> [start, n]
+
+    def take(self, client: str | None) -> int:
+        """Count one request: 0 if allowed, else whole seconds until the client's
+        window ends (the refused request is not counted)."""
+        key = client_key(client)
+        now = self.clock()
+        entry = self._counts.get(key)
+        if entry is None or now >= entry[0] + self.window:
+            entry = self._counts[key] = [now, 0]
+        self._counts.move_to_end(key)
+        while len(self._counts) > self.max_tracked:
+            self._counts.popitem(last=False)
+        if entry[1] >= self.limit:
+            return max(1, math.ceil(entry[0] + self.window - now))
+        entry[1] += 1
+        return 0

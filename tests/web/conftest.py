@@ -57,7 +57,7 @@ class Person:
 class ApiBox:
     """A drive, the web server with the drive API, and helpers to speak HTTP to it."""
 
-    def __init__(self, drive: Drive) -> None:
+    def __init__(self, drive: Drive, **options: Any) -> None:
         self.drive = drive
         self.online = True
         self.clock = Clock()
@@ -66,7 +66,10 @@ class ApiBox:
         self._thread.start()
         self.server = WebServer(host="127.0.0.1", port=0, shutdown_grace=1)
         self.api = driveapi.setup(
-            self.server.app, lambda: self.drive if self.online else None, clock=self.clock
+            self.server.app,
+            lambda: self.drive if self.online else None,
+            clock=self.clock,
+            **options,
         )
         self.call(self.server.start())
         self.port = self.server.port
@@ -92,8 +95,13 @@ class ApiBox:
         token: str | None = None,
         headers: dict[str, str] | None = None,
         raw: bytes | None = None,
+        source: str | None = None,
     ) -> Reply:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        """One request on a new connection; `source`: the client's loopback address
+        (any of 127.0.0.0/8), so tests can be several clients."""
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", self.port, timeout=30, source_address=(source, 0) if source else None
+        )
         try:
             h = dict(headers or {})
             data = raw

@@ -164,7 +164,8 @@ def test_unknown_address_and_password_mailbox_look_like_a_wrong_key(box: ApiBox)
     assert len(set(answers)) == 1
 
 
-def test_a_token_expires_and_a_deleted_mailbox_logs_out(box: ApiBox) -> None:
+def test_a_token_expires(box: ApiBox) -> None:
+    """(A removed mailbox logging its tokens out: test_driveapi_limits.py.)"""
     anna = box.person(ANNA)
     token = box.login(anna)
     assert box.request("GET", "/messages", token=token).status == 200

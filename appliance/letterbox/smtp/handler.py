@@ -42,6 +42,7 @@ from letterbox.drive import (
     MessageTooLarge,
     StorageFull,
 )
+from letterbox.logsafe import escape
 from letterbox.smtp import replies as R
 from letterbox.smtp.replies import Reply
 from letterbox.smtp.syntax import domain_of
@@ -219,8 +220,8 @@ class Gateway:
                 "stored %s: %d bytes from <%s> for %s, commit %.1f ms",
                 txn.trace,
                 size,
-                txn.mail_from,
-                ", ".join(f"<{r}>" for r in txn.recipients),
+                escape(txn.mail_from),
+                ", ".join(f"<{escape(r)}>" for r in txn.recipients),
                 (time.monotonic() - began) * 1000,
             )
         else:  # per message only at debug level: the session's close line counts them
@@ -260,8 +261,8 @@ class Gateway:
                 reply.code,
                 reply.enhanced,
                 size,
-                txn.mail_from,
-                ", ".join(f"<{r}>" for r in txn.recipients),
+                escape(txn.mail_from),
+                ", ".join(f"<{escape(r)}>" for r in txn.recipients),
             )
         else:
             log.info(

@@ -36,6 +36,7 @@ from typing import Any, ClassVar, Protocol
 from aiosmtpd.smtp import SMTP, Session
 
 from letterbox.config import SmtpSettings
+from letterbox.logsafe import escape
 from letterbox.smtp import replies as R
 from letterbox.smtp.data import DataError, DataReader
 from letterbox.smtp.handler import Gateway, Transaction
@@ -521,7 +522,11 @@ class SmtpSession(SMTP):
         reply = self.gateway.rcpt(txn, path.address)
         if self.ctx.debug and reply is not R.RECIPIENT_OK:
             log.info(
-                "session %s: RCPT <%s>: %d %s", self._sid, path.address, reply.code, reply.enhanced
+                "session %s: RCPT <%s>: %d %s",
+                self._sid,
+                escape(path.address),
+                reply.code,
+                reply.enhanced,
             )
         self._send(reply)
 

@@ -36,7 +36,12 @@ Replaying one only repeats a deletion its owner asked for, so it needs no nonce.
 Status codes, chosen deliberately:
 
 * 400: a malformed request (bad JSON, an id that is not 32 hex digits, a hash or a
-  signature of the wrong length).
+  signature of the wrong length). Bodies are read and parsed within fixed bounds
+  (`_json`): UTF-8 only (RFC 8259 §8.1; a `charset` other than UTF-8 is 400),
+  integers of at most `MAX_INT_DIGITS` digits, no NaN or Infinity, nesting no
+  deeper than Python's parser can go; anything else is a 400 saying what is wrong.
+* 413: a body over `MAX_BODY` (the largest real one, 1,000 acknowledgements, is
+  about 300 KB).
 * 401 (with `WWW-Authenticate: Letterbox`): not authenticated. No token, an unknown or
   expired token, a token whose mailbox is gone; at /session a challenge that is unknown,
   used or expired, or an answer that does not verify. An unknown address, a mailbox that
@@ -48,8 +53,16 @@ Status codes, chosen deliberately:
   or another mailbox's); the ids of other mailboxes are indistinguishable from none.
 * 409: an acknowledgement whose hash is not the stored ciphertext's; nothing of the
   batch is deleted and the message is offered again.
+* 429 (with `Retry-After`): at /challenge, a client (`ratelimit.client_key`: one
+  IPv4 address, or one IPv6 /64) asking for more than `CHALLENGE_RATE` challenges
+  in `CHALLENGE_WINDOW` seconds, or holding `MAX_PENDING_PER_CLIENT` unanswered
+  ones. /challenge is open to anyone (it comes before any proof), so these bounds
+  are what keep one client's flood from pushing out another client's pending
+  challenge: the shared table (`MAX_CHALLENGES`) never evicts a pending challenge;
+  when it is full of them, /challenge answers 503 until the oldest expires.
 * 500: the drive has a row whose blob is missing (damage: `letterbox drive check`).
-* 503 (with `Retry-After`): the drive is offline or failing; come back later.
+* 503 (with `Retry-After`): the drive is offline or failing; come back later (or,
+  at /challenge, the table of pending challenges is full).
 
 Logs name mailboxes and messages by their random ids only (addresses in debug mode);
 never a token, challenge, signature, address (outside debug) or anything sealed.
@@ -63,29 +76,40 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import secrets
 import sqlite3
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from aiohttp import web
 
-from letterbox import crypto
+from letterbox import crypto, logsafe
 from letterbox.drive import Drive, DriveUnavailable, MailboxNotFound, MessageDamaged
+from letterbox.ratelimit import RequestRate, client_key
 
 log = logging.getLogger("letterbox.web.drive")
 
 PREFIX = "/api/v1/drive"
 CHALLENGE_TTL = 60.0  # seconds to answer a challenge
 TOKEN_TTL = 600.0  # seconds a session token lasts (a client logs in again after)
-MAX_CHALLENGES = 4096  # outstanding challenges; the oldest goes first when full
+MAX_CHALLENGES = 4096  # outstanding challenges, all clients together (never evicted)
+# Per client key: a login needs one challenge; `letterbox fetch` logs in once per run,
+# `letterbox bridge` once per mail-client session or TOKEN_TTL. The rate is generous
+# (the flood the issue measured was 4,100 in 1.3 s); the pending bound is what keeps
+# a flood from pushing out another client's challenge.
+CHALLENGE_RATE = 300  # challenges per client within each CHALLENGE_WINDOW
+CHALLENGE_WINDOW = 60.0  # seconds
+MAX_PENDING_PER_CLIENT = 8  # issued, unanswered and unexpired, per client
 MAX_SESSIONS = 1024  # live tokens; the oldest goes first when full
 MAX_ACKS = 1000  # acknowledgements in one batch
+MAX_BODY = 512 * 1024  # bytes of a JSON request body
+MAX_INT_DIGITS = 20  # digits of a JSON integer (no field is a number; 2**64 has 20)
 STREAM_CHUNK = 256 * 1024
 RETRY_AFTER = 30  # seconds, for 503
 
@@ -113,6 +137,14 @@ def _unauthorized(text: str) -> Refusal:
 
 def _unavailable(text: str = "the drive is offline; try again later") -> Refusal:
     return Refusal(503, text, {"Retry-After": str(RETRY_AFTER)})
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An issued challenge: when it expires, and the client key it was issued to."""
+
+    expires: float
+    client: str
 
 
 @dataclass(frozen=True)
@@ -162,13 +194,24 @@ class DriveApi:
         clock: Callable[[], float] = time.monotonic,
         challenge_ttl: float = CHALLENGE_TTL,
         token_ttl: float = TOKEN_TTL,
+        max_challenges: int = MAX_CHALLENGES,
+        max_pending_per_client: int = MAX_PENDING_PER_CLIENT,
+        challenge_rate: int = CHALLENGE_RATE,
+        challenge_window: float = CHALLENGE_WINDOW,
+        max_sessions: int = MAX_SESSIONS,
     ) -> None:
         self._drive = drive
         self._debug = debug
         self._clock = clock
         self.challenge_ttl = challenge_ttl
         self.token_ttl = token_ttl
-        self._challenges: OrderedDict[bytes, float] = OrderedDict()  # challenge -> expiry
+        self.max_challenges = max_challenges
+        self.max_pending_per_client = max_pending_per_client
+        self.max_sessions = max_sessions
+        self._challenges: OrderedDict[bytes, Pending] = OrderedDict()  # challenge -> pending
+        self._pending: Counter[str] = Counter()  # client key -> challenges in _challenges
+        # Every challenge asked for counts, answered or not.
+        self._challenge_rate = RequestRate(challenge_rate, challenge_window, clock=clock)
         self._sessions: OrderedDict[bytes, Session] = OrderedDict()  # hash(token) -> session
 
     def register(self, app: web.Application) -> None:
@@ -189,15 +232,46 @@ class DriveApi:
     def _who(self, session: Session) -> str:
         return f"{session.mailbox_id} ({session.address})" if self._debug else session.mailbox_id
 
-    @staticmethod
-    def _prune(
-        store: OrderedDict[bytes, Any], now: float, expiry: Callable[[Any], float], limit: int
-    ) -> None:
+    def _prune_sessions(self, now: float) -> None:
         # Entries are in issue order with one lifetime, so the expired ones are in front.
-        while store and expiry(next(iter(store.values()))) <= now:
+        store = self._sessions
+        while store and next(iter(store.values())).expires <= now:
             store.popitem(last=False)
-        while len(store) >= limit:
+        while len(store) >= self.max_sessions:
             store.popitem(last=False)
+
+    def _prune_challenges(self, now: float) -> None:
+        """Forget expired challenges (only those: a pending one is never evicted)."""
+        store = self._challenges
+        while store:
+            value, pending = next(iter(store.items()))
+            if pending.expires > now:
+                break
+            del store[value]
+            self._release(pending)
+
+    def _take_challenge(self, value: bytes) -> Pending | None:
+        pending = self._challenges.pop(value, None)
+        if pending is not None:
+            self._release(pending)
+        return pending
+
+    def _release(self, pending: Pending) -> None:
+        self._pending[pending.client] -= 1
+        if self._pending[pending.client] <= 0:
+            del self._pending[pending.client]
+
+    def _refuse_challenge(self, request: web.Request, why: str, wait: float) -> Refusal:
+        log.info(
+            "drive API: challenge refused: %s%s",
+            why,
+            f" (client {logsafe.escape(request.remote)})" if self._debug else "",
+        )
+        return Refusal(
+            429,
+            f"too many login attempts from this device ({why}); try again later",
+            {"Retry-After": str(max(1, math.ceil(wait)))},
+        )
 
     async def _authenticate(self, request: web.Request) -> Session:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -221,9 +295,25 @@ class DriveApi:
     @_api
     async def challenge(self, request: web.Request) -> web.StreamResponse:
         now = self._clock()
-        self._prune(self._challenges, now, lambda expires: expires, MAX_CHALLENGES)
+        self._prune_challenges(now)
+        client = client_key(request.remote)
+        if self._pending[client] >= self.max_pending_per_client:
+            oldest = min(p.expires for p in self._challenges.values() if p.client == client)
+            raise self._refuse_challenge(request, "too many unanswered challenges", oldest - now)
+        wait = self._challenge_rate.take(client)
+        if wait:
+            raise self._refuse_challenge(request, "too many challenges", wait)
+        if len(self._challenges) >= self.max_challenges:
+            oldest = next(iter(self._challenges.values())).expires
+            log.warning("drive API: %d challenges pending; refusing more", len(self._challenges))
+            raise Refusal(
+                503,
+                "the box is answering too many logins at once; try again shortly",
+                {"Retry-After": str(max(1, math.ceil(oldest - now)))},
+            )
         value = secrets.token_bytes(32)
-        self._challenges[value] = now + self.challenge_ttl
+        self._challenges[value] = Pending(now + self.challenge_ttl, client)
+        self._pending[client] += 1
         return web.json_response({"challenge": value.hex(), "expires_in": self.challenge_ttl})
 
     @_api
@@ -236,8 +326,8 @@ class DriveApi:
             raise Refusal(400, "'challenge' must be the 64 hex digits /challenge gave")
         if not isinstance(signature, str) or not _HEX128.match(signature):
             raise Refusal(400, "'signature' must be 128 hex digits (an Ed25519 signature)")
-        expires = self._challenges.pop(bytes.fromhex(challenge), None)  # single use, always
-        if expires is None or expires <= self._clock():
+        pending = self._take_challenge(bytes.fromhex(challenge))  # single use, always
+        if pending is None or pending.expires <= self._clock():
             log.info("drive API: login refused: challenge unknown, used or expired")
             raise _unauthorized("the challenge is unknown, used or expired: ask for a new one")
         mailbox = self._open_drive().find_mailbox(address)
@@ -253,13 +343,13 @@ class DriveApi:
         if mailbox is None or not verified:
             log.warning(
                 "drive API: login refused: the answer to a challenge does not verify%s",
-                f" (for {address})" if self._debug else "",
+                f" (for {logsafe.escape(address)})" if self._debug else "",
             )
             raise _unauthorized(
                 "the signature does not answer the challenge with this mailbox's key"
             )
         now = self._clock()
-        self._prune(self._sessions, now, lambda s: s.expires, MAX_SESSIONS)
+        self._prune_sessions(now)
         token = secrets.token_bytes(32)
         session = Session(mailbox.id, mailbox.address, key, now + self.token_ttl)
         self._sessions[_token_key(token)] = session
@@ -426,11 +516,39 @@ def _token_key(token: bytes) -> bytes:
     return hashlib.blake2b(token, digest_size=32).digest()
 
 
+def _bounded_int(digits: str) -> int:
+    # Python refuses >4,300 digits only by a process-wide default (which an
+    # environment variable can lift), and converting is quadratic: refuse early.
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"a number longer than {MAX_INT_DIGITS} digits")
+    return int(digits)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (RFC 8259 §6)")
+
+
 async def _json(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object, read and parsed within the bounds in the docstring."""
+    charset = (request.charset or "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):  # RFC 8259 §8.1
+        raise Refusal(400, "the request body must be JSON in UTF-8")
+    length = request.content_length
+    if length is not None and length > MAX_BODY:
+        raise Refusal(413, f"the request body is larger than {MAX_BODY} bytes")
+    data = bytearray()
+    while chunk := await request.content.read(MAX_BODY + 1 - len(data)):
+        data += chunk
+        if len(data) > MAX_BODY:  # a chunked body says no length up front
+            raise Refusal(413, f"the request body is larger than {MAX_BODY} bytes")
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise Refusal(400, "the request body must be JSON") from None
+        body = json.loads(data.decode("utf-8"), parse_int=_bounded_int, parse_constant=_no_constant)
+    except UnicodeDecodeError:  # RFC 8259 §8.1: JSON between systems is UTF-8
+        raise Refusal(400, "the request body must be JSON in UTF-8") from None
+    except RecursionError:
+        raise Refusal(400, "the request body's JSON is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, and the two refusals above
+        raise Refusal(400, f"the request body must be JSON ({exc})") from None
     if not isinstance(body, dict):
         raise Refusal(400, "the request body must be a JSON object")
     return body

@@ -2,9 +2,11 @@
 
 `SetupBox` is the part of the appliance the page talks to (letterbox.web.setup.Box),
 made of real parts: a real drive in a temporary directory, the real config, the
-real claim files. The listeners are not started here (tests/web/setup/test_live.py
-and tests/browser/ run the whole `letterbox run`); `ports()` reports fixed numbers
-so the Devices page and the autoconfig have something to show.
+real claim files. It is the real `letterbox.app.Appliance`, not started: settings
+saved on the page go through the appliance's own `apply_settings`, to whichever
+listeners a test starts. The listeners are not started here (test_live.py and
+tests/browser/ run the whole `letterbox run`); `ports()` reports fixed numbers so
+the Devices page and the autoconfig have something to show.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from letterbox import claim, config, crypto
+from letterbox.app import Appliance
 from letterbox.drive import Drive
-from letterbox.lan.mdns import Announcer
 from letterbox.web.setup import SetupState, setup
+from letterbox.web.setup.context import DirectoryControl
 
 from tests.helpers import FAST_ARGON2
 
@@ -31,15 +34,16 @@ CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 PORTS = {"smtp": 2525, "pop3": 1110, "pop3s": 1995, "web": 8080}
 
 
-class SetupBox:
+class SetupBox(Appliance):
+    """The appliance with the test's drive (opened with cheap Argon2id) in place of
+    the one its drive manager would open: a directory drive, online while open."""
+
     def __init__(self, cfg: config.Config, data_dir: Path, drive: Drive | None) -> None:
-        self.cfg = cfg
-        self.data_dir = data_dir
-        self.dev = True
+        super().__init__(cfg, data_dir, dev=True)
         self.started_at = 1_000_000.0
         self._drive = drive
+        self.drives = DirectoryControl(self)  # type: ignore[assignment]
         self.applied: list[config.Config] = []
-        self.mdns: Announcer | None = None  # the Appliance's, when mDNS runs
 
     @property
     def drive(self) -> Drive | None:
@@ -49,10 +53,8 @@ class SetupBox:
         return dict(PORTS)
 
     async def apply_settings(self, new_cfg: config.Config) -> None:
-        self.cfg = new_cfg
         self.applied.append(new_cfg)
-        if self._drive is not None:
-            await asyncio.to_thread(self._drive.set_retention, new_cfg.drive.keep_days)
+        await super().apply_settings(new_cfg)
 
 
 class Page:

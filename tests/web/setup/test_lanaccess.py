@@ -3,6 +3,7 @@ and nothing that `ipaddress.is_private` merely calls private."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -164,7 +165,7 @@ def test_a_global_ipv6_prefix_on_an_interface_in_a_network_namespace() -> None:
     IPv4 /24) lets its neighbours in and nobody else."""
     if shutil.which("ip") is None:
         pytest.fail("this test needs iproute2 (ip)")
-    ns = f"lbset-{uuid.uuid4().hex[:8]}"
+    ns = f"lbx{os.getpid()}s{uuid.uuid4().hex[:6]}"
 
     def ip(*args: str) -> None:
         subprocess.run(["ip", *args], check=True, capture_output=True, timeout=20)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 
 # The whole body of one form; a request beyond it gets 413 before it is parsed.
@@ -30,8 +31,11 @@ class FormError(ValueError):
     """A field that cannot be used; the message is for the person who filled it in."""
 
 
+PostData = MultiDictProxy[str | bytes | bytearray | web.FileField]  # request.post()
+
+
 class Form:
-    def __init__(self, data: MultiDictProxy[str | bytes | bytearray | web.FileField]) -> None:
+    def __init__(self, data: PostData) -> None:
         self._data = data
 
     def text(self, name: str, label: str, *, max_len: int = 200, required: bool = True) -> str:
@@ -65,5 +69,26 @@ class Form:
         return password
 
 
+class UnreadableForm(ValueError):
+    """The request body is no form this page can read (the guard answers 400)."""
+
+
+async def read_post(request: web.Request) -> PostData:
+    """`request.post()`, with every way a body can be unreadable made `UnreadableForm`.
+
+    aiohttp decodes with the request's `charset` as given (an unknown one is a
+    LookupError) and lets a broken multipart body surface as whatever its parser
+    tripped over (ValueError, or InvalidHeader for a body cut inside a part's
+    headers); none of that is the box's fault, so none of it may become a 500.
+    The page's own forms are UTF-8 (its pages say so), so only UTF-8 is read."""
+    charset = (request.charset or "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise UnreadableForm(f"a form in {charset!r}, not UTF-8")
+    try:
+        return await request.post()
+    except (ValueError, LookupError, HttpProcessingError) as exc:
+        raise UnreadableForm(type(exc).__name__) from None
+
+
 async def read_form(request: web.Request) -> Form:
-    return Form(await request.post())
+    return Form(await read_post(request))

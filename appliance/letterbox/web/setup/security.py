@@ -32,7 +32,7 @@ from letterbox import claim
 from letterbox.web.setup import csrf
 from letterbox.web.setup.auth import COOKIE
 from letterbox.web.setup.context import NEW_TOKEN, SESSION, SESSION_TOKEN, state_of
-from letterbox.web.setup.forms import MAX_FORM_BYTES
+from letterbox.web.setup.forms import MAX_FORM_BYTES, UnreadableForm, read_post
 from letterbox.web.setup.lanaccess import on_lan
 from letterbox.web.setup.pages import render
 
@@ -133,8 +133,8 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
                     "That form sent more than this page accepts. Go back and shorten it.",
                 )
             try:
-                form = await request.post()
-            except ValueError:  # undecodable bytes, a broken multipart body
+                form = await read_post(request)
+            except UnreadableForm:  # undecodable bytes, a broken multipart body
                 return error_page(
                     request, 400, "Unreadable form", "The form's data could not be read."
                 )
