@@ -14,7 +14,7 @@ from letterbox.boxkeys import BoxKeys
 from letterbox.config import DriveSettings, Size
 from letterbox.crypto import blob_stored_size
 from letterbox.drive import Drive, MessageTooLarge, StorageFull
-from letterbox.drive.space import EVICT_QUERY
+from letterbox.drive.space import EVICT_QUERY, FLOOR, SPARE_NAME
 
 from tests.helpers import FAST_ARGON2, PASSWORD, message
 
@@ -195,13 +195,84 @@ def test_reserve_evicts_then_refuses_when_nothing_is_left(tmp_path: Path) -> Non
             secret = drive.unlock(a.id, PASSWORD)
             assert drive.open_message(a.id, kept[0], secret).read() == message(11, size)
             # `b` has nothing to give up: a temporary refusal, and nothing left behind.
+            # The message fits on the disk (its blob is written) but not within the
+            # reserve, so the refusal is the reserve's, not the disk running out.
             before = drive.stats()
-            with pytest.raises(StorageFull):
-                drive.deliver("x@example.net", [b.address], message(99, 3 * size))
+            evicted = drive.evictions(a.id, 1000)
+            big = int(before["free_bytes"]) - (2 << 20) + 100_000
+            assert blob_stored_size(big) < int(before["free_bytes"]) - (64 << 10)
+            with pytest.raises(StorageFull, match=f"{2 << 20} bytes must stay free"):
+                drive.deliver("x@example.net", [b.address], message(99, big))
             assert drive.list(b.id) == []
             assert drive.stats()["blobs"] == before["blobs"]
+            assert drive.evictions(a.id, 1000) == evicted  # `a` gave nothing for `b`
         finally:
             drive.close()
+
+
+def test_reserve_zero_on_a_full_disk_still_lets_mail_be_deleted(tmp_path: Path) -> None:
+    """`drive.reserve = 0` keeps FLOOR free for deletions, and a disk filled to the
+    last byte anyway (here by a file beside the drive) still takes a DELE: a full
+    index used to refuse every deletion, so nothing could ever be freed."""
+    keys = BoxKeys.load_or_create(tmp_path / "data")
+    with small_filesystem(tmp_path / "usb", "12m") as root:
+        drive = Drive.open(root, keys, settings=DriveSettings(reserve=Size(0)), limits=FAST_ARGON2)
+        try:
+            spare = root / "letterbox" / SPARE_NAME
+            assert spare.stat().st_size == FLOOR
+            a, _ = drive.create_mailbox("a@example.org", quota=1 << 30, password=PASSWORD)
+            b, _ = drive.create_mailbox("b@example.org", quota=1 << 30, password=PASSWORD)
+            for n in range(200):  # 10 MB into what is left of 12 MB
+                drive.deliver("x@example.net", [a.address], message(n, 50_000))
+            # Reserve 0 still keeps the floor: `a`'s oldest made room.
+            assert {e.reason for e in drive.evictions(a.id)} == {"reserve"}
+            free = int(drive.stats()["free_bytes"])
+            assert free >= FLOOR - (64 << 10)
+            # `b` has nothing to give up: what fits on the disk but not above the
+            # floor is refused, by the reserve check.
+            with pytest.raises(StorageFull, match=f"{FLOOR} bytes must stay free"):
+                drive.deliver("x@example.net", [b.address], message(0, free - FLOOR + 100_000))
+            # Empty the WAL (white box: as a checkpoint would), so that the deletion's
+            # commit needs new room in it; then fill the disk to the last byte.
+            drive._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            with pytest.raises(OSError), open(root / "filler", "wb") as fh:
+                while True:
+                    fh.write(bytes(4096))
+                    fh.flush()
+            assert drive.stats()["free_bytes"] == 0
+            listed = [d.id for d in drive.list(a.id)]
+            assert drive.delete(a.id, listed[:3]) == 3
+            assert not spare.exists()  # it made the room
+            assert [d.id for d in drive.list(a.id)] == listed[3:]
+            # Once there is room again, the spare comes back and mail flows.
+            (root / "filler").unlink()
+            assert drive.delete(a.id, listed[3:4]) == 1
+            assert spare.stat().st_size == FLOOR
+            assert drive.deliver("x@example.net", [b.address], message(1))
+        finally:
+            drive.close()
+
+
+def test_a_reserve_larger_than_the_drive_is_a_warning_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = BoxKeys.load_or_create(tmp_path / "data")
+    with small_filesystem(tmp_path / "usb", "4m") as root:
+        with caplog.at_level("WARNING", logger="letterbox.drive"):
+            drive = Drive.open(
+                root, keys, settings=DriveSettings(reserve=Size(64 << 20)), limits=FAST_ARGON2
+            )
+        try:
+            warning = drive.reserve_warning()
+            assert warning.startswith(f"drive.reserve ({64 << 20} bytes) is larger than the whole")
+            assert warning in caplog.text
+        finally:
+            drive.close()
+    with caplog.at_level("WARNING", logger="letterbox.drive"):
+        caplog.clear()
+        with small_filesystem(tmp_path / "usb2", "4m") as root:
+            Drive.open(root, keys, settings=DriveSettings(reserve=Size(1 << 20))).close()
+    assert "drive.reserve" not in caplog.text
 
 
 def test_disk_full_while_streaming_is_a_temporary_refusal(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ without its blob.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -35,6 +36,10 @@ EVICT_QUERY = (
     "WHERE mailbox_id = ? AND blob_id != ? ORDER BY retrieved DESC, seq LIMIT ?"
 )
 DAY = 86400
+# Bytes that deliveries never take, whatever `drive.reserve` says, and the size of
+# the spare file that only deletions may use (see Space.check_reserve, keep_spare).
+FLOOR = 1 << 20
+SPARE_NAME = "SPARE"
 
 
 @dataclass
@@ -256,6 +261,75 @@ class Space:
         st = os.statvfs(self.layout.base)
         return st.f_bavail * st.f_frsize
 
+    def total_bytes(self) -> int:
+        st = os.statvfs(self.layout.base)
+        return st.f_blocks * st.f_frsize
+
+    def reserve(self) -> int:
+        """The free space deliveries leave: `drive.reserve`, but never under FLOOR.
+
+        `drive.reserve = 0` reads as "use the whole drive for mail", and that is what
+        a person gets, less one MiB: refusing 0 as a setting would surprise them, and
+        taking the last byte would wedge the box, since even a POP3 DELE needs room
+        in the index's WAL to commit (a 100 % full disk answered every DELE with
+        "database or disk is full", so nothing could ever be freed). Deletions never
+        check the reserve, so this floor is theirs, and the spare file (keep_spare)
+        covers a disk that something else filled.
+        """
+        return max(int(self.settings.reserve), FLOOR)
+
+    def reserve_warning(self) -> str:
+        """A sentence for the log and the Storage page if the reserve cannot be kept
+        even on an empty drive (every delivery would be refused), else ''."""
+        reserve, total = int(self.settings.reserve), self.total_bytes()
+        if reserve < total:
+            return ""
+        return (
+            f"drive.reserve ({reserve} bytes) is larger than the whole drive ({total} "
+            "bytes): every message will be refused as 'drive full' until it is lowered"
+        )
+
+    # -- the spare file: room for deletions on a full disk --------------------------------
+
+    @property
+    def spare(self) -> str:
+        return str(self.layout.base / SPARE_NAME)
+
+    def keep_spare(self) -> None:
+        """Write the spare file (FLOOR bytes of zeros) if it is missing and fits.
+
+        Deliveries keep FLOOR free, but a disk can still fill: a large message
+        spooling, the index growing, other files beside a development drive. Then
+        `release_spare` gives a deletion the room its index commit needs. Best
+        effort: a drive with no room for it works as before, only without that help.
+        """
+        if os.path.exists(self.spare):
+            return
+        try:
+            if self.free_bytes() < 2 * FLOOR:
+                return
+            tmp = str(self.layout.base / f".{SPARE_NAME}.tmp")  # recovery removes leftovers
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+                chunk = bytes(64 << 10)
+                for _ in range(FLOOR // len(chunk)):
+                    fh.write(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.rename(tmp, self.spare)
+        except OSError as exc:
+            log.warning("cannot keep the spare file for deletions on a full drive (%s)", exc)
+            with contextlib.suppress(OSError):
+                os.unlink(self.layout.base / f".{SPARE_NAME}.tmp")
+
+    def release_spare(self) -> bool:
+        """Unlink the spare file so that a deletion can commit; True if there was one."""
+        try:
+            os.unlink(self.spare)
+        except FileNotFoundError:
+            return False
+        log.warning("the drive is full: used its spare room to let a deletion commit")
+        return True
+
     def check_reserve(self, req: CommitRequest, batch: Batch) -> None:
         """Keep the drive's free-space reserve, evicting from the recipients if needed.
 
@@ -263,7 +337,7 @@ class Space:
         batch will unlink after commit counts as free. The message being delivered
         is never evicted to make room for itself.
         """
-        reserve = self.settings.reserve
+        reserve = self.reserve()
         if batch.free is None:  # one statvfs per batch: its blobs are all written by now
             batch.free = self.free_bytes()
         short = reserve - (batch.free + batch.freed)
