@@ -14,6 +14,7 @@ from letterbox.boxkeys import BoxKeys
 from letterbox.config import DriveSettings, Size
 from letterbox.crypto import blob_stored_size
 from letterbox.drive import Drive, MessageTooLarge, StorageFull
+from letterbox.drive.notice import MAX_LISTED, NOTICE_ALLOWANCE
 from letterbox.drive.space import EVICT_QUERY, FLOOR, SPARE_NAME
 
 from tests.helpers import FAST_ARGON2, PASSWORD, message
@@ -92,6 +93,110 @@ def test_one_unread_notice_covers_all_evictions(drive: Drive) -> None:
     assert after[0].id != notices[0].id and not after[0].retrieved
     text = drive.open_message(mailbox.id, after[0].id, secret).read().decode()
     assert "removed 2 older messages" in text  # the read notice and one message
+
+
+def _plain_for(stored: int) -> int:
+    """A body size for message() whose blob stores in at most `stored` bytes."""
+    size = stored
+    while blob_stored_size(len(message(0, size))) > stored:
+        size -= 16
+    return size
+
+
+def _unread_notices(drive: Drive, mailbox_id: str) -> list[str]:
+    """The text of each unread notice in the mailbox."""
+    secret = drive.unlock(mailbox_id, PASSWORD)
+    texts = []
+    for d in drive.list(mailbox_id):
+        opened = drive.open_message(mailbox_id, d.id, secret)
+        if opened.meta.kind == "notice" and not d.retrieved:
+            texts.append(opened.read().decode())
+    return texts
+
+
+def test_a_notice_counts_every_eviction_since_the_last_one_read(drive: Drive) -> None:
+    """Over many notices, some replaced unread, one removed unread because nothing
+    else was left, and evictions that left no room for a notice at all, the unread
+    notice tells the whole count (it used to restart at zero: told 3 of 59)."""
+    quota = 6 * STORED + 5000
+    mailbox, _ = drive.create_mailbox("a@example.org", quota=quota, password=PASSWORD)
+    huge = _plain_for(quota - NOTICE_ALLOWANCE - 100)  # all must go but the notice fits
+    no_room = _plain_for(quota - 100)  # all must go, and no room for a notice
+    sent: list[str] = []
+
+    def send(size: int) -> None:
+        sent.extend(drive.deliver("x@example.net", [mailbox.address], message(len(sent), size)))
+
+    for round_ in range(12):
+        for _ in range(3):
+            send(MSG)
+        send(5 * MSG)
+        if round_ % 3 == 1:
+            send(huge)
+        if round_ % 3 == 2:
+            send(no_room)
+            # The unread notice went last, as nothing else was left; no new one fits.
+            assert _unread_notices(drive, mailbox.id) == []
+            assert [d.id for d in drive.list(mailbox.id)] == sent[-1:]
+            send(MSG)
+    kept = {d.id for d in drive.list(mailbox.id)}
+    removed = [i for i in sent if i not in kept]
+    [text] = _unread_notices(drive, mailbox.id)
+    assert len(removed) > 50
+    assert f"Subject: Letterbox removed {len(removed)} older messages\r\n" in text
+    log = [e.delivery_id for e in drive.evictions(mailbox.id, 1000)]
+    assert sorted(log) == sorted(removed)  # no unread notice in the log: it is not mail
+    assert f"removed {len(removed)} older messages because" in text
+    assert f"... and {len(removed) - MAX_LISTED} more" in text
+    # Read: the next notice counts from there.
+    notice = next(d.id for d in drive.list(mailbox.id) if d.id not in sent)
+    drive.mark_retrieved(mailbox.id, [notice])
+    for _ in range(8):
+        send(MSG)
+    [text] = _unread_notices(drive, mailbox.id)
+    fresh = len(drive.evictions(mailbox.id, 1000)) - len(log)
+    assert 0 < fresh < 8  # the read notice first, then the oldest messages
+    assert f"Subject: Letterbox removed {fresh} older message" in text
+
+
+def test_an_index_of_schema_1_gets_the_running_count(drive: Drive, data_dir: Path) -> None:
+    """Version 1 had no evictions.running: opening it counts each mailbox's log."""
+    a, _ = drive.create_mailbox("a@example.org", quota=3 * STORED + 5000, password=PASSWORD)
+    b, _ = drive.create_mailbox("b@example.org", quota=3 * STORED + 5000, password=PASSWORD)
+    for n in range(6):
+        fill(drive, a.address, 1, start=n)
+        fill(drive, b.address, 1, start=n)
+    drive.close()
+    conn = sqlite3.connect(data_dir / "drive/letterbox/index.sqlite3")
+    conn.executescript(  # the version 1 table, with one retention row
+        """
+        BEGIN;
+        CREATE TABLE v1 (seq INTEGER PRIMARY KEY, mailbox_id TEXT NOT NULL,
+            delivery_id TEXT NOT NULL, at INTEGER NOT NULL, received INTEGER NOT NULL,
+            plain_size INTEGER NOT NULL, reason TEXT NOT NULL);
+        INSERT INTO v1 SELECT seq, mailbox_id, delivery_id, at, received, plain_size,
+            CASE seq WHEN 2 THEN 'retention' ELSE reason END FROM evictions;
+        DROP TABLE evictions;
+        ALTER TABLE v1 RENAME TO evictions;
+        CREATE INDEX evictions_mailbox ON evictions (mailbox_id, seq);
+        PRAGMA user_version = 1;
+        COMMIT;
+        """
+    )
+    conn.close()
+    reopened = Drive.open(data_dir / "drive", drive.keys, limits=FAST_ARGON2)
+    try:
+        conn = sqlite3.connect(data_dir / "drive/letterbox/index.sqlite3")
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        rows = conn.execute("SELECT mailbox_id, reason, running FROM evictions ORDER BY seq")
+        counts: dict[str, int] = {}
+        for mailbox_id, reason, running in rows.fetchall():
+            counts[mailbox_id] = counts.get(mailbox_id, 0) + (reason != "retention")
+            assert running == counts[mailbox_id]
+        conn.close()
+        assert set(counts) == {a.id, b.id} and sum(counts.values()) >= 4
+    finally:
+        reopened.close()
 
 
 def test_refcounts_when_a_shared_message_is_evicted_from_one_mailbox(
