@@ -315,7 +315,9 @@ def test_reserve_evicts_then_refuses_when_nothing_is_left(tmp_path: Path) -> Non
             drive.close()
 
 
-def test_reserve_zero_on_a_full_disk_still_lets_mail_be_deleted(tmp_path: Path) -> None:
+def test_reserve_zero_on_a_full_disk_still_lets_mail_be_deleted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """`drive.reserve = 0` keeps FLOOR free for deletions, and a disk filled to the
     last byte anyway (here by a file beside the drive) still takes a DELE: a full
     index used to refuse every deletion, so nothing could ever be freed."""
@@ -354,6 +356,16 @@ def test_reserve_zero_on_a_full_disk_still_lets_mail_be_deleted(tmp_path: Path) 
             assert drive.delete(a.id, listed[3:4]) == 1
             assert spare.stat().st_size == FLOOR
             assert drive.deliver("x@example.net", [b.address], message(1))
+            # Removing a whole mailbox is a deletion too.
+            drive._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            with pytest.raises(OSError), open(root / "filler", "wb") as fh:
+                while True:
+                    fh.write(bytes(4096))
+                    fh.flush()
+            assert drive.remove_mailbox(a.id) == len(listed) - 4
+            assert [m.address for m in drive.mailboxes()] == [b.address]
+            assert caplog.text.count("used its spare room") == 2
+            assert spare.stat().st_size == FLOOR  # its blobs freed enough to make it again
         finally:
             drive.close()
 

@@ -441,33 +441,41 @@ class Drive:
         (see `_insert`).
         """
         self._check_open()
-        batch = Batch()
         with self._lock:
             info = self._known.get(mailbox_id)
             if info is None:
                 raise MailboxNotFound(f"no mailbox with id {mailbox_id}")
             self._addresses = {a: i for a, i in self._addresses.items() if i != mailbox_id}
             self._known = {i: m for i, m in self._known.items() if i != mailbox_id}
-            try:
-                with self._transaction():
-                    rows = self._conn.execute(
-                        "SELECT seq, blob_id, stored_size FROM deliveries WHERE mailbox_id = ?",
-                        (mailbox_id,),
-                    ).fetchall()
-                    for seq, blob_id, stored in rows:
-                        self._space.remove_delivery(seq, mailbox_id, blob_id, stored, batch)
-                    for table, column in (("evictions", "mailbox_id"), ("notices", "mailbox_id")):
-                        self._conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (mailbox_id,))
-                    self._conn.execute("DELETE FROM mailboxes WHERE id = ?", (mailbox_id,))
-            except sqlite3.Error as exc:
-                # Nothing was removed: the mailbox answers again.
-                self._known = {**self._known, mailbox_id: info}
-                self._addresses = {**self._addresses, info.address: mailbox_id}
-                raise DriveUnavailable(f"the index could not commit: {exc}") from None
+            for attempt in range(2):  # a full disk: once more with the spare's room
+                batch = Batch()
+                try:
+                    with self._transaction():
+                        rows = self._conn.execute(
+                            "SELECT seq, blob_id, stored_size FROM deliveries WHERE mailbox_id = ?",
+                            (mailbox_id,),
+                        ).fetchall()
+                        for seq, blob_id, stored in rows:
+                            self._space.remove_delivery(seq, mailbox_id, blob_id, stored, batch)
+                        for table in ("evictions", "notices"):
+                            self._conn.execute(
+                                f"DELETE FROM {table} WHERE mailbox_id = ?", (mailbox_id,)
+                            )
+                        self._conn.execute("DELETE FROM mailboxes WHERE id = ?", (mailbox_id,))
+                    break
+                except sqlite3.Error as exc:
+                    full = exc.sqlite_errorcode == sqlite3.SQLITE_FULL
+                    if not attempt and full and self._space.release_spare():
+                        continue
+                    # Nothing was removed: the mailbox answers again.
+                    self._known = {**self._known, mailbox_id: info}
+                    self._addresses = {**self._addresses, info.address: mailbox_id}
+                    raise DriveUnavailable(f"the index could not commit: {exc}") from None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.layout.keyring(mailbox_id))
             fsync_dir(self.layout.keys)
         self._unlink(batch.unlink)
+        self._space.keep_spare()
         return len(rows)
 
     # -- delivery ----------------------------------------------------------------------
