@@ -14,7 +14,8 @@ from letterbox.boxkeys import BoxKeys
 from letterbox.config import DriveSettings, Size
 from letterbox.crypto import blob_stored_size
 from letterbox.drive import Drive, MessageTooLarge, StorageFull
-from letterbox.drive.space import EVICT_QUERY
+from letterbox.drive.notice import MAX_LISTED, NOTICE_ALLOWANCE
+from letterbox.drive.space import EVICT_QUERY, FLOOR, SPARE_NAME
 
 from tests.helpers import FAST_ARGON2, PASSWORD, message
 
@@ -92,6 +93,110 @@ def test_one_unread_notice_covers_all_evictions(drive: Drive) -> None:
     assert after[0].id != notices[0].id and not after[0].retrieved
     text = drive.open_message(mailbox.id, after[0].id, secret).read().decode()
     assert "removed 2 older messages" in text  # the read notice and one message
+
+
+def _plain_for(stored: int) -> int:
+    """A body size for message() whose blob stores in at most `stored` bytes."""
+    size = stored
+    while blob_stored_size(len(message(0, size))) > stored:
+        size -= 16
+    return size
+
+
+def _unread_notices(drive: Drive, mailbox_id: str) -> list[str]:
+    """The text of each unread notice in the mailbox."""
+    secret = drive.unlock(mailbox_id, PASSWORD)
+    texts = []
+    for d in drive.list(mailbox_id):
+        opened = drive.open_message(mailbox_id, d.id, secret)
+        if opened.meta.kind == "notice" and not d.retrieved:
+            texts.append(opened.read().decode())
+    return texts
+
+
+def test_a_notice_counts_every_eviction_since_the_last_one_read(drive: Drive) -> None:
+    """Over many notices, some replaced unread, one removed unread because nothing
+    else was left, and evictions that left no room for a notice at all, the unread
+    notice tells the whole count (it used to restart at zero: told 3 of 59)."""
+    quota = 6 * STORED + 5000
+    mailbox, _ = drive.create_mailbox("a@example.org", quota=quota, password=PASSWORD)
+    huge = _plain_for(quota - NOTICE_ALLOWANCE - 100)  # all must go but the notice fits
+    no_room = _plain_for(quota - 100)  # all must go, and no room for a notice
+    sent: list[str] = []
+
+    def send(size: int) -> None:
+        sent.extend(drive.deliver("x@example.net", [mailbox.address], message(len(sent), size)))
+
+    for round_ in range(12):
+        for _ in range(3):
+            send(MSG)
+        send(5 * MSG)
+        if round_ % 3 == 1:
+            send(huge)
+        if round_ % 3 == 2:
+            send(no_room)
+            # The unread notice went last, as nothing else was left; no new one fits.
+            assert _unread_notices(drive, mailbox.id) == []
+            assert [d.id for d in drive.list(mailbox.id)] == sent[-1:]
+            send(MSG)
+    kept = {d.id for d in drive.list(mailbox.id)}
+    removed = [i for i in sent if i not in kept]
+    [text] = _unread_notices(drive, mailbox.id)
+    assert len(removed) > 50
+    assert f"Subject: Letterbox removed {len(removed)} older messages\r\n" in text
+    log = [e.delivery_id for e in drive.evictions(mailbox.id, 1000)]
+    assert sorted(log) == sorted(removed)  # no unread notice in the log: it is not mail
+    assert f"removed {len(removed)} older messages because" in text
+    assert f"... and {len(removed) - MAX_LISTED} more" in text
+    # Read: the next notice counts from there.
+    notice = next(d.id for d in drive.list(mailbox.id) if d.id not in sent)
+    drive.mark_retrieved(mailbox.id, [notice])
+    for _ in range(8):
+        send(MSG)
+    [text] = _unread_notices(drive, mailbox.id)
+    fresh = len(drive.evictions(mailbox.id, 1000)) - len(log)
+    assert 0 < fresh < 8  # the read notice first, then the oldest messages
+    assert f"Subject: Letterbox removed {fresh} older message" in text
+
+
+def test_an_index_of_schema_1_gets_the_running_count(drive: Drive, data_dir: Path) -> None:
+    """Version 1 had no evictions.running: opening it counts each mailbox's log."""
+    a, _ = drive.create_mailbox("a@example.org", quota=3 * STORED + 5000, password=PASSWORD)
+    b, _ = drive.create_mailbox("b@example.org", quota=3 * STORED + 5000, password=PASSWORD)
+    for n in range(6):
+        fill(drive, a.address, 1, start=n)
+        fill(drive, b.address, 1, start=n)
+    drive.close()
+    conn = sqlite3.connect(data_dir / "drive/letterbox/index.sqlite3")
+    conn.executescript(  # the version 1 table, with one retention row
+        """
+        BEGIN;
+        CREATE TABLE v1 (seq INTEGER PRIMARY KEY, mailbox_id TEXT NOT NULL,
+            delivery_id TEXT NOT NULL, at INTEGER NOT NULL, received INTEGER NOT NULL,
+            plain_size INTEGER NOT NULL, reason TEXT NOT NULL);
+        INSERT INTO v1 SELECT seq, mailbox_id, delivery_id, at, received, plain_size,
+            CASE seq WHEN 2 THEN 'retention' ELSE reason END FROM evictions;
+        DROP TABLE evictions;
+        ALTER TABLE v1 RENAME TO evictions;
+        CREATE INDEX evictions_mailbox ON evictions (mailbox_id, seq);
+        PRAGMA user_version = 1;
+        COMMIT;
+        """
+    )
+    conn.close()
+    reopened = Drive.open(data_dir / "drive", drive.keys, limits=FAST_ARGON2)
+    try:
+        conn = sqlite3.connect(data_dir / "drive/letterbox/index.sqlite3")
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        rows = conn.execute("SELECT mailbox_id, reason, running FROM evictions ORDER BY seq")
+        counts: dict[str, int] = {}
+        for mailbox_id, reason, running in rows.fetchall():
+            counts[mailbox_id] = counts.get(mailbox_id, 0) + (reason != "retention")
+            assert running == counts[mailbox_id]
+        conn.close()
+        assert set(counts) == {a.id, b.id} and sum(counts.values()) >= 4
+    finally:
+        reopened.close()
 
 
 def test_refcounts_when_a_shared_message_is_evicted_from_one_mailbox(
@@ -195,13 +300,96 @@ def test_reserve_evicts_then_refuses_when_nothing_is_left(tmp_path: Path) -> Non
             secret = drive.unlock(a.id, PASSWORD)
             assert drive.open_message(a.id, kept[0], secret).read() == message(11, size)
             # `b` has nothing to give up: a temporary refusal, and nothing left behind.
+            # The message fits on the disk (its blob is written) but not within the
+            # reserve, so the refusal is the reserve's, not the disk running out.
             before = drive.stats()
-            with pytest.raises(StorageFull):
-                drive.deliver("x@example.net", [b.address], message(99, 3 * size))
+            evicted = drive.evictions(a.id, 1000)
+            big = int(before["free_bytes"]) - (2 << 20) + 100_000
+            assert blob_stored_size(big) < int(before["free_bytes"]) - (64 << 10)
+            with pytest.raises(StorageFull, match=f"{2 << 20} bytes must stay free"):
+                drive.deliver("x@example.net", [b.address], message(99, big))
             assert drive.list(b.id) == []
             assert drive.stats()["blobs"] == before["blobs"]
+            assert drive.evictions(a.id, 1000) == evicted  # `a` gave nothing for `b`
         finally:
             drive.close()
+
+
+def test_reserve_zero_on_a_full_disk_still_lets_mail_be_deleted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`drive.reserve = 0` keeps FLOOR free for deletions, and a disk filled to the
+    last byte anyway (here by a file beside the drive) still takes a DELE: a full
+    index used to refuse every deletion, so nothing could ever be freed."""
+    keys = BoxKeys.load_or_create(tmp_path / "data")
+    with small_filesystem(tmp_path / "usb", "12m") as root:
+        drive = Drive.open(root, keys, settings=DriveSettings(reserve=Size(0)), limits=FAST_ARGON2)
+        try:
+            spare = root / "letterbox" / SPARE_NAME
+            assert spare.stat().st_size == FLOOR
+            a, _ = drive.create_mailbox("a@example.org", quota=1 << 30, password=PASSWORD)
+            b, _ = drive.create_mailbox("b@example.org", quota=1 << 30, password=PASSWORD)
+            for n in range(200):  # 10 MB into what is left of 12 MB
+                drive.deliver("x@example.net", [a.address], message(n, 50_000))
+            # Reserve 0 still keeps the floor: `a`'s oldest made room.
+            assert {e.reason for e in drive.evictions(a.id)} == {"reserve"}
+            free = int(drive.stats()["free_bytes"])
+            assert free >= FLOOR - (64 << 10)
+            # `b` has nothing to give up: what fits on the disk but not above the
+            # floor is refused, by the reserve check.
+            with pytest.raises(StorageFull, match=f"{FLOOR} bytes must stay free"):
+                drive.deliver("x@example.net", [b.address], message(0, free - FLOOR + 100_000))
+            # Empty the WAL (white box: as a checkpoint would), so that the deletion's
+            # commit needs new room in it; then fill the disk to the last byte.
+            drive._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            with pytest.raises(OSError), open(root / "filler", "wb") as fh:
+                while True:
+                    fh.write(bytes(4096))
+                    fh.flush()
+            assert drive.stats()["free_bytes"] == 0
+            listed = [d.id for d in drive.list(a.id)]
+            assert drive.delete(a.id, listed[:3]) == 3
+            assert not spare.exists()  # it made the room
+            assert [d.id for d in drive.list(a.id)] == listed[3:]
+            # Once there is room again, the spare comes back and mail flows.
+            (root / "filler").unlink()
+            assert drive.delete(a.id, listed[3:4]) == 1
+            assert spare.stat().st_size == FLOOR
+            assert drive.deliver("x@example.net", [b.address], message(1))
+            # Removing a whole mailbox is a deletion too.
+            drive._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            with pytest.raises(OSError), open(root / "filler", "wb") as fh:
+                while True:
+                    fh.write(bytes(4096))
+                    fh.flush()
+            assert drive.remove_mailbox(a.id) == len(listed) - 4
+            assert [m.address for m in drive.mailboxes()] == [b.address]
+            assert caplog.text.count("used its spare room") == 2
+            assert spare.stat().st_size == FLOOR  # its blobs freed enough to make it again
+        finally:
+            drive.close()
+
+
+def test_a_reserve_larger_than_the_drive_is_a_warning_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = BoxKeys.load_or_create(tmp_path / "data")
+    with small_filesystem(tmp_path / "usb", "4m") as root:
+        with caplog.at_level("WARNING", logger="letterbox.drive"):
+            drive = Drive.open(
+                root, keys, settings=DriveSettings(reserve=Size(64 << 20)), limits=FAST_ARGON2
+            )
+        try:
+            warning = drive.reserve_warning()
+            assert warning.startswith(f"drive.reserve ({64 << 20} bytes) is larger than the whole")
+            assert warning in caplog.text
+        finally:
+            drive.close()
+    with caplog.at_level("WARNING", logger="letterbox.drive"):
+        caplog.clear()
+        with small_filesystem(tmp_path / "usb2", "4m") as root:
+            Drive.open(root, keys, settings=DriveSettings(reserve=Size(1 << 20))).close()
+    assert "drive.reserve" not in caplog.text
 
 
 def test_disk_full_while_streaming_is_a_temporary_refusal(tmp_path: Path) -> None:

@@ -179,6 +179,31 @@ def test_failures_are_answered_after_the_delay(drive: Drive, mailbox: str):
     assert run(go()) >= 0.3
 
 
+def test_an_end_to_end_mailbox_is_a_failed_login_after_the_delay(drive: Drive, mailbox: str):
+    """Its reply says "end-to-end", but no sooner than any failure's, and counted:
+    answered at once, it let anyone probe addresses at full speed."""
+    drive.create_mailbox(
+        "e2e@example.org", quota=1 << 20, identity_key=PersonalKey.generate().identity_key
+    )
+    limiter = FailureLimiter(max_failures=3, window=60, clock=Clock())
+
+    async def go() -> None:
+        auth = DriveAuthenticator(lambda: drive, failure_delay=0.3, limiter=limiter)
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(EndToEndOnly):
+                await auth.login("e2e@example.org", "anything", "192.0.2.7")
+            assert time.monotonic() - started >= 0.3
+        # Three failures from that address: now even the right password of another
+        # mailbox is refused unchecked, and so is the end-to-end address.
+        with pytest.raises(LoginThrottled):
+            await auth.login(ADDRESS, PASSWORD, "192.0.2.7")
+        with pytest.raises(LoginThrottled):
+            await auth.login("e2e@example.org", "anything", "192.0.2.7")
+
+    run(go())
+
+
 def test_throttling_per_address(drive: Drive, mailbox: str):
     clock = Clock()
     limiter = FailureLimiter(max_failures=3, window=60, clock=clock)

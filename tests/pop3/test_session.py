@@ -314,6 +314,23 @@ def test_an_end_to_end_mailbox_says_how_to_read_it(box: Pop3Box):
     assert b"letterbox fetch" in exc.value.args[0] and b"letterbox bridge" in exc.value.args[0]
 
 
+def test_an_end_to_end_login_waits_and_counts_like_any_failure(make_box: Callable[..., Pop3Box]):
+    box = make_box(failure_delay=0.4)
+    sock = box.connect()
+    w = Wire(sock)
+    w.line()
+    times = []
+    for _ in range(3):
+        w.cmd(f"USER {CAROL}".encode())
+        started = time.monotonic()
+        reply = w.cmd(b"PASS anything")
+        times.append(time.monotonic() - started)
+        assert reply.startswith(b"-ERR [AUTH] This mailbox is end-to-end encrypted")
+    assert all(t >= 0.39 for t in times), times
+    assert w.closed()  # the session's third failed login
+    sock.close()
+
+
 def test_sasl_plain(box: Pop3Box, wire: Wire):
     token = base64.b64encode(f"\0{ALICE}\0{PASSWORD}".encode())
     assert wire.cmd(b"AUTH") == b"+OK SASL mechanisms follow\r\n"

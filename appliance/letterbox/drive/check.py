@@ -31,6 +31,7 @@ KNOWN_TOP = {
     "keys",
     "queue",
     "OPEN",
+    "SPARE",
 }
 
 
@@ -81,7 +82,7 @@ def check_drive(root: Path, keys: BoxKeys) -> CheckReport:
     if result != [("ok",)]:
         report.damage += [f"index integrity: {r[0]}" for r in result[:20]]
         return report
-    if version != SCHEMA_VERSION:
+    if not 1 <= version <= SCHEMA_VERSION:  # 1: upgraded when a box next opens it
         report.damage.append(f"index schema version {version}, expected {SCHEMA_VERSION}")
         return report
     try:

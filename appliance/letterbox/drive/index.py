@@ -19,7 +19,7 @@ from pathlib import Path
 
 from letterbox.drive.errors import DriveFormatError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE mailboxes (
@@ -61,17 +61,31 @@ CREATE TABLE evictions (
     at          INTEGER NOT NULL,
     received    INTEGER NOT NULL,
     plain_size  INTEGER NOT NULL,
-    reason      TEXT NOT NULL            -- quota, reserve or retention
+    reason      TEXT NOT NULL,           -- quota, reserve or retention
+    running     INTEGER NOT NULL DEFAULT 0  -- the mailbox's quota and reserve evictions so far
 );
 CREATE INDEX evictions_mailbox ON evictions (mailbox_id, seq);
--- The one unread eviction notice of a mailbox, and the first eviction it covers:
--- a newer notice replaces it, so a full mailbox gets one notice, not one per message.
+-- The evictions a mailbox's owner has not yet seen a notice for: the first of them,
+-- and the unread notice that reports them ('' when there is none on the drive). A
+-- newer notice replaces it, so a full mailbox gets one notice, not one per message.
 CREATE TABLE notices (
     mailbox_id  TEXT PRIMARY KEY,
     delivery_id TEXT NOT NULL,
     since_seq   INTEGER NOT NULL,
     evicted     INTEGER NOT NULL         -- evictions it reports
 );
+"""
+
+
+# Version 2 added evictions.running, so that an eviction notice's count comes from
+# the log itself and survives its notice being removed (it used to restart at zero).
+# Counted in one pass per mailbox (a window over the evictions_mailbox order).
+UPGRADE_FROM_1 = """
+ALTER TABLE evictions ADD COLUMN running INTEGER NOT NULL DEFAULT 0;
+UPDATE evictions SET running = w.running FROM (
+    SELECT seq, SUM(reason != 'retention') OVER (PARTITION BY mailbox_id ORDER BY seq) AS running
+    FROM evictions
+) AS w WHERE w.seq = evictions.seq;
 """
 
 
@@ -96,6 +110,9 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
         if create and version == 0:
             conn.executescript(f"BEGIN; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
             version = SCHEMA_VERSION
+        if version == 1:
+            conn.executescript(f"BEGIN; {UPGRADE_FROM_1} PRAGMA user_version=2; COMMIT;")
+            version = 2
         # Touch every table so that a damaged file fails here, not in the middle of a delivery.
         for table in ("mailboxes", "blobs", "deliveries", "evictions", "notices"):
             conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchall()

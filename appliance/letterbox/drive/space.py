@@ -8,6 +8,7 @@ without its blob.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -29,12 +30,22 @@ log = logging.getLogger(__name__)
 
 EVICT_PAGE = 64
 # Served by the deliveries_evict index in its own order: no sort, no scan
-# (tests/drive/test_space.py checks the query plan).
+# (tests/drive/test_space.py checks the query plan). The unread notice is left out:
+# it goes only when nothing else can (`_evict`), since the next notice replaces it.
 EVICT_QUERY = (
     "SELECT seq, id, blob_id, stored_size, plain_size, received FROM deliveries "
-    "WHERE mailbox_id = ? AND blob_id != ? ORDER BY retrieved DESC, seq LIMIT ?"
+    "WHERE mailbox_id = ? AND blob_id != ? AND (retrieved OR NOT notice) "
+    "ORDER BY retrieved DESC, seq LIMIT ?"
+)
+UNREAD_NOTICE = (
+    "SELECT seq, id, blob_id, stored_size FROM deliveries "
+    "WHERE mailbox_id = ? AND blob_id != ? AND notice AND NOT retrieved"
 )
 DAY = 86400
+# Bytes that deliveries never take, whatever `drive.reserve` says, and the size of
+# the spare file that only deletions may use (see Space.check_reserve, keep_spare).
+FLOOR = 1 << 20
+SPARE_NAME = "SPARE"
 
 
 @dataclass
@@ -94,8 +105,11 @@ class Space:
         # Room for the notice as well, when it fits at all.
         allowance = NOTICE_ALLOWANCE if incoming + NOTICE_ALLOWANCE <= quota else 0
         first = self._evict(mailbox.id, used + incoming + allowance - quota, reason, batch)
-        if first is not None and allowance:
-            self._notify(mailbox, first, reason, quota, batch)
+        if first is not None:
+            if allowance:
+                self._notify(mailbox, first, reason, quota, batch)
+            else:  # no room for a notice: the next one reports these too
+                self._unseen_since(mailbox.id, first)
 
     def _evict(
         self,
@@ -114,9 +128,16 @@ class Space:
         delivery goes). Walks the (mailbox, retrieved DESC, seq) index a page at a
         time, reading only rows it removes: O(evicted · log n). Returns the eviction
         log's first new seq, or None if nothing was evicted.
+
+        Each logged row carries the mailbox's running count of evictions, which is
+        what notices count with. The unread notice is kept to the last: removed
+        only when nothing else is left, without a log row (it is not the person's
+        mail), and marked gone in `notices` so that the next notice still counts
+        every eviction since the last one the person saw.
         """
         first: int | None = None
         now = int(time.time())
+        running = self._running(mailbox_id)
         while need > 0:
             page = self._conn.execute(EVICT_QUERY, (mailbox_id, keep_blob, EVICT_PAGE)).fetchall()
             if not page:
@@ -124,15 +145,27 @@ class Space:
             for seq, delivery_id, blob_id, stored, plain, received in page:
                 freed_before = batch.freed
                 self.remove_delivery(seq, mailbox_id, blob_id, stored, batch)
+                running += 1
                 cur = self._conn.execute(
                     "INSERT INTO evictions (mailbox_id, delivery_id, at, received, plain_size, "
-                    "reason) VALUES (?, ?, ?, ?, ?, ?)",
-                    (mailbox_id, delivery_id, now, received, plain, reason),
+                    "reason, running) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (mailbox_id, delivery_id, now, received, plain, reason, running),
                 )
                 first = cur.lastrowid if first is None else first
                 need -= (batch.freed - freed_before) if count_freed else stored
                 if need <= 0:
                     break
+        if need > 0:
+            for seq, delivery_id, blob_id, stored in self._conn.execute(
+                UNREAD_NOTICE, (mailbox_id, keep_blob)
+            ).fetchall():
+                freed_before = batch.freed
+                self.remove_delivery(seq, mailbox_id, blob_id, stored, batch)
+                self._conn.execute(
+                    "UPDATE notices SET delivery_id = '' WHERE mailbox_id = ? AND delivery_id = ?",
+                    (mailbox_id, delivery_id),
+                )
+                need -= (batch.freed - freed_before) if count_freed else stored
         if first is not None:
             log.info("evicted deliveries to make room (%s)", reason)
         return first
@@ -154,37 +187,74 @@ class Space:
             batch.unlink.append(blob_id)
             batch.freed += refs[1]
 
+    def _running(self, mailbox_id: str, before_seq: int | None = None) -> int:
+        """The mailbox's running eviction count at its newest log row, or at the newest
+        before `before_seq`; 0 before its first. One step down evictions_mailbox."""
+        if before_seq is None:
+            row = self._conn.execute(
+                "SELECT running FROM evictions WHERE mailbox_id = ? ORDER BY seq DESC LIMIT 1",
+                (mailbox_id,),
+            ).fetchone()
+        else:
+            row = self._conn.execute(
+                "SELECT running FROM evictions WHERE mailbox_id = ? AND seq < ? "
+                "ORDER BY seq DESC LIMIT 1",
+                (mailbox_id, before_seq),
+            ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def _unseen_since(
+        self, mailbox_id: str, first_seq: int
+    ) -> tuple[int, tuple[int, str, int] | None]:
+        """The first eviction the owner has not seen a notice for, and the unread
+        notice that reports the earlier ones (its seq, blob and stored size), if any.
+
+        A notice is seen once it is retrieved, or deleted by its owner. Until then
+        (unread, or removed unread by `_evict`) its first eviction stays the start
+        of the count. Otherwise `first_seq` starts a new count, recorded at once so
+        that evictions no notice can report yet (the message left no room for one)
+        are counted by the next notice.
+        """
+        prev = self._conn.execute(
+            "SELECT delivery_id, since_seq FROM notices WHERE mailbox_id = ?", (mailbox_id,)
+        ).fetchone()
+        if prev is not None:
+            notice_id, prev_since = prev
+            if not notice_id:  # evictions not reported yet: no notice on the drive
+                return prev_since, None
+            row = self._conn.execute(
+                "SELECT seq, blob_id, stored_size, retrieved FROM deliveries "
+                "WHERE id = ? AND mailbox_id = ?",
+                (notice_id, mailbox_id),
+            ).fetchone()
+            if row is not None and not row[3]:
+                return prev_since, (row[0], row[1], row[2])
+        self._conn.execute(
+            "INSERT OR REPLACE INTO notices (mailbox_id, delivery_id, since_seq, evicted) "
+            "VALUES (?, '', ?, 0)",
+            (mailbox_id, first_seq),
+        )
+        return first_seq, None
+
     def _notify(
         self, mailbox: MailboxInfo, first_seq: int, reason: str, quota: int, batch: Batch
     ) -> None:
         """Tell the owner what was evicted, in a message encrypted like any other.
 
+        The notice counts every eviction since the last notice the owner saw,
+        from the log's running count (two index steps, however many there were).
         An unread notice from earlier is replaced by one covering its evictions
         too, so a mailbox that stays full collects one notice, not one per message.
         """
-        since, total = first_seq, 0
-        prev = self._conn.execute(
-            "SELECT delivery_id, since_seq, evicted FROM notices WHERE mailbox_id = ?",
-            (mailbox.id,),
-        ).fetchone()
-        if prev is not None:
-            row = self._conn.execute(
-                "SELECT seq, blob_id, stored_size, retrieved FROM deliveries "
-                "WHERE id = ? AND mailbox_id = ?",
-                (prev[0], mailbox.id),
-            ).fetchone()
-            if row is not None and not row[3]:
-                self.remove_delivery(row[0], mailbox.id, row[1], row[2], batch)
-                since, total = prev[1], prev[2]
-        total += self._conn.execute(
-            "SELECT COUNT(*) FROM evictions WHERE mailbox_id = ? AND seq >= ?",
-            (mailbox.id, first_seq),
-        ).fetchone()[0]
+        since, unread = self._unseen_since(mailbox.id, first_seq)
+        if unread is not None:
+            self.remove_delivery(unread[0], mailbox.id, unread[1], unread[2], batch)
+        total = self._running(mailbox.id) - self._running(mailbox.id, since)
         listed = [
             Evicted(*r)
             for r in self._conn.execute(
                 "SELECT delivery_id, received, plain_size FROM evictions "
-                "WHERE mailbox_id = ? AND seq >= ? ORDER BY seq LIMIT ?",
+                "WHERE mailbox_id = ? AND seq >= ? AND reason != 'retention' ORDER BY seq LIMIT ?",
                 (mailbox.id, since, MAX_LISTED),
             )
         ]
@@ -256,6 +326,75 @@ class Space:
         st = os.statvfs(self.layout.base)
         return st.f_bavail * st.f_frsize
 
+    def total_bytes(self) -> int:
+        st = os.statvfs(self.layout.base)
+        return st.f_blocks * st.f_frsize
+
+    def reserve(self) -> int:
+        """The free space deliveries leave: `drive.reserve`, but never under FLOOR.
+
+        `drive.reserve = 0` reads as "use the whole drive for mail", and that is what
+        a person gets, less one MiB: refusing 0 as a setting would surprise them, and
+        taking the last byte would wedge the box, since even a POP3 DELE needs room
+        in the index's WAL to commit (a 100 % full disk answered every DELE with
+        "database or disk is full", so nothing could ever be freed). Deletions never
+        check the reserve, so this floor is theirs, and the spare file (keep_spare)
+        covers a disk that something else filled.
+        """
+        return max(int(self.settings.reserve), FLOOR)
+
+    def reserve_warning(self) -> str:
+        """A sentence for the log and the Storage page if the reserve cannot be kept
+        even on an empty drive (every delivery would be refused), else ''."""
+        reserve, total = int(self.settings.reserve), self.total_bytes()
+        if reserve < total:
+            return ""
+        return (
+            f"drive.reserve ({reserve} bytes) is larger than the whole drive ({total} "
+            "bytes): every message will be refused as 'drive full' until it is lowered"
+        )
+
+    # -- the spare file: room for deletions on a full disk --------------------------------
+
+    @property
+    def spare(self) -> str:
+        return str(self.layout.base / SPARE_NAME)
+
+    def keep_spare(self) -> None:
+        """Write the spare file (FLOOR bytes of zeros) if it is missing and fits.
+
+        Deliveries keep FLOOR free, but a disk can still fill: a large message
+        spooling, the index growing, other files beside a development drive. Then
+        `release_spare` gives a deletion the room its index commit needs. Best
+        effort: a drive with no room for it works as before, only without that help.
+        """
+        if os.path.exists(self.spare):
+            return
+        try:
+            if self.free_bytes() < 2 * FLOOR:
+                return
+            tmp = str(self.layout.base / f".{SPARE_NAME}.tmp")  # recovery removes leftovers
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+                chunk = bytes(64 << 10)
+                for _ in range(FLOOR // len(chunk)):
+                    fh.write(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.rename(tmp, self.spare)
+        except OSError as exc:
+            log.warning("cannot keep the spare file for deletions on a full drive (%s)", exc)
+            with contextlib.suppress(OSError):
+                os.unlink(self.layout.base / f".{SPARE_NAME}.tmp")
+
+    def release_spare(self) -> bool:
+        """Unlink the spare file so that a deletion can commit; True if there was one."""
+        try:
+            os.unlink(self.spare)
+        except FileNotFoundError:
+            return False
+        log.warning("the drive is full: used its spare room to let a deletion commit")
+        return True
+
     def check_reserve(self, req: CommitRequest, batch: Batch) -> None:
         """Keep the drive's free-space reserve, evicting from the recipients if needed.
 
@@ -263,7 +402,7 @@ class Space:
         batch will unlink after commit counts as free. The message being delivered
         is never evicted to make room for itself.
         """
-        reserve = self.settings.reserve
+        reserve = self.reserve()
         if batch.free is None:  # one statvfs per batch: its blobs are all written by now
             batch.free = self.free_bytes()
         short = reserve - (batch.free + batch.freed)
@@ -301,9 +440,9 @@ class Space:
                 return removed
             for seq, delivery_id, mailbox_id, blob_id, stored, plain, received in page:
                 self.remove_delivery(seq, mailbox_id, blob_id, stored, batch)
-                self._conn.execute(
+                self._conn.execute(  # not reported by notices: the running count stays
                     "INSERT INTO evictions (mailbox_id, delivery_id, at, received, plain_size, "
-                    "reason) VALUES (?, ?, ?, ?, ?, 'retention')",
-                    (mailbox_id, delivery_id, now, received, plain),
+                    "reason, running) VALUES (?, ?, ?, ?, ?, 'retention', ?)",
+                    (mailbox_id, delivery_id, now, received, plain, self._running(mailbox_id)),
                 )
                 removed += 1

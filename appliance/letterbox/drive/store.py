@@ -63,6 +63,10 @@ from letterbox.fsutil import fsync_dir, syncfs, write_atomic
 log = logging.getLogger(__name__)
 
 
+class _DiskFull(Exception):
+    """An index write failed for want of space (SQLITE_FULL): `delete` retries once."""
+
+
 class Drive:
     """An open drive. Thread-safe: protocols call it from the event loop and executors."""
 
@@ -152,11 +156,14 @@ class Drive:
             lay.open_marker.write_bytes(b"")
             fsync_dir(lay.base)
             drive.expire()
+            drive._space.keep_spare()
         except BaseException:
             drive._shutdown(clean=False)
             raise
         if drive.recovery:
             log.warning("drive recovery after an unclean stop: %s", drive.recovery)
+        if warning := drive.reserve_warning():
+            log.warning("%s", warning)
         return drive
 
     def close(self) -> None:
@@ -435,33 +442,41 @@ class Drive:
         (see `_insert`).
         """
         self._check_open()
-        batch = Batch()
         with self._lock:
             info = self._known.get(mailbox_id)
             if info is None:
                 raise MailboxNotFound(f"no mailbox with id {mailbox_id}")
             self._addresses = {a: i for a, i in self._addresses.items() if i != mailbox_id}
             self._known = {i: m for i, m in self._known.items() if i != mailbox_id}
-            try:
-                with self._transaction():
-                    rows = self._conn.execute(
-                        "SELECT seq, blob_id, stored_size FROM deliveries WHERE mailbox_id = ?",
-                        (mailbox_id,),
-                    ).fetchall()
-                    for seq, blob_id, stored in rows:
-                        self._space.remove_delivery(seq, mailbox_id, blob_id, stored, batch)
-                    for table, column in (("evictions", "mailbox_id"), ("notices", "mailbox_id")):
-                        self._conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (mailbox_id,))
-                    self._conn.execute("DELETE FROM mailboxes WHERE id = ?", (mailbox_id,))
-            except sqlite3.Error as exc:
-                # Nothing was removed: the mailbox answers again.
-                self._known = {**self._known, mailbox_id: info}
-                self._addresses = {**self._addresses, info.address: mailbox_id}
-                raise DriveUnavailable(f"the index could not commit: {exc}") from None
+            for attempt in range(2):  # a full disk: once more with the spare's room
+                batch = Batch()
+                try:
+                    with self._transaction():
+                        rows = self._conn.execute(
+                            "SELECT seq, blob_id, stored_size FROM deliveries WHERE mailbox_id = ?",
+                            (mailbox_id,),
+                        ).fetchall()
+                        for seq, blob_id, stored in rows:
+                            self._space.remove_delivery(seq, mailbox_id, blob_id, stored, batch)
+                        for table in ("evictions", "notices"):
+                            self._conn.execute(
+                                f"DELETE FROM {table} WHERE mailbox_id = ?", (mailbox_id,)
+                            )
+                        self._conn.execute("DELETE FROM mailboxes WHERE id = ?", (mailbox_id,))
+                    break
+                except sqlite3.Error as exc:
+                    full = exc.sqlite_errorcode == sqlite3.SQLITE_FULL
+                    if not attempt and full and self._space.release_spare():
+                        continue
+                    # Nothing was removed: the mailbox answers again.
+                    self._known = {**self._known, mailbox_id: info}
+                    self._addresses = {**self._addresses, info.address: mailbox_id}
+                    raise DriveUnavailable(f"the index could not commit: {exc}") from None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.layout.keyring(mailbox_id))
             fsync_dir(self.layout.keys)
         self._unlink(batch.unlink)
+        self._space.keep_spare()
         return len(rows)
 
     # -- delivery ----------------------------------------------------------------------
@@ -776,7 +791,23 @@ class Drive:
             )
 
     def delete(self, mailbox_id: str, delivery_ids: Iterable[str]) -> int:
-        """Delete a batch atomically: all of it is durable when this returns, or none."""
+        """Delete a batch atomically: all of it is durable when this returns, or none.
+
+        On a full disk the index cannot commit even a deletion; then the spare file
+        (space.py) makes room and the deletion is tried once more, so a full drive can
+        always be emptied by its owner.
+        """
+        ids = list(delivery_ids)
+        try:
+            deleted = self._delete(mailbox_id, ids)
+        except _DiskFull:
+            if not self._space.release_spare():
+                raise DriveUnavailable("the index could not commit: the drive is full") from None
+            deleted = self._delete(mailbox_id, ids)
+        self._space.keep_spare()
+        return deleted
+
+    def _delete(self, mailbox_id: str, delivery_ids: Sequence[str]) -> int:
         self._check_open()
         batch = Batch()
         deleted = 0
@@ -794,6 +825,8 @@ class Drive:
                         self._space.remove_delivery(row[0], mailbox_id, row[1], row[2], batch)
                         deleted += 1
             except sqlite3.Error as exc:
+                if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                    raise _DiskFull from None
                 raise DriveUnavailable(f"the index could not commit: {exc}") from None
         self._unlink(batch.unlink)
         return deleted
@@ -816,6 +849,13 @@ class Drive:
             row = self._reader.execute("SELECT MAX(received) FROM deliveries").fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
+    def reserve_warning(self) -> str:
+        """Why `drive.reserve` cannot be kept on this drive at all, or ''."""
+        try:
+            return self._space.reserve_warning()
+        except OSError:
+            return ""
+
     def stats(self) -> dict[str, int | str]:
         with self._read_lock:
             mailboxes = self._reader.execute("SELECT COUNT(*) FROM mailboxes").fetchone()[0]
@@ -833,7 +873,7 @@ class Drive:
             "stored_bytes": stored,
             "evictions": evictions,
             "free_bytes": self._space.free_bytes(),
-            "reserve_bytes": self.settings.reserve,
+            "reserve_bytes": self._space.reserve(),
             "commit_batches": self._committer.batches,
             "commit_items": self._committer.items,
         }

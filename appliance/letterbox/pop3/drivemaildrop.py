@@ -22,8 +22,12 @@ Failed logins, and why they look the way they do:
   addresses forgotten first).
 * **[IN-USE]** (RFC 2449 §8.1.2): one session per mailbox. Checked only after the
   password was right, so it says nothing to someone without it.
-* **End-to-end mailboxes** have no key on the box: EndToEndOnly, whose reply says
-  to use `letterbox fetch` or `letterbox bridge`. Not counted as a failure.
+* **End-to-end mailboxes** have no key on the box, so no password can be right:
+  every attempt is a failed login like any other (counted by the limiter, the
+  decoy's Argon2id run, answered no earlier than `failure_delay`), and only then
+  EndToEndOnly, whose reply says to use `letterbox fetch` or `letterbox bridge`.
+  Answering at once let anyone probe addresses for end-to-end mailboxes at full
+  speed; a person whose mail client is set up wrongly still gets the hint.
 
 The drive is looked up through a callable on every use, like the SMTP gateway's,
 so a drive that goes away (None) makes logins and reads MaildropUnavailable
@@ -93,8 +97,7 @@ class DriveAuthenticator:
             mailbox = drive.find_mailbox(user)
         except DriveError:
             raise MaildropUnavailable from None
-        if mailbox is not None and mailbox.end_to_end:
-            raise EndToEndOnly
+        end_to_end = mailbox is not None and mailbox.end_to_end
         # Counted as a failure before the check runs: concurrent sessions from one
         # address must not all pass the limit while their Argon2id runs are queued.
         if self.limiter.begin(client):
@@ -102,7 +105,7 @@ class DriveAuthenticator:
             raise LoginThrottled
         try:
             async with self._unlocks:
-                if mailbox is None:
+                if mailbox is None or end_to_end:
                     await self._check_decoy(drive, password)
                     secret = None
                 else:
@@ -113,9 +116,9 @@ class DriveAuthenticator:
             self.limiter.cancel(client)  # the box failed, not the client
             log.error("cannot read a mailbox keyring (%s)", exc.__class__.__name__)
             raise MaildropUnavailable from None
-        if secret is None or mailbox is None:
+        if secret is None or mailbox is None or end_to_end:
             await self._pad(started)
-            raise LoginRefused
+            raise EndToEndOnly if end_to_end else LoginRefused
         self.limiter.cancel(client)
         if mailbox.id in self.in_use:
             raise MailboxInUse

@@ -28,7 +28,8 @@ class MaildropUnavailable(Exception):
 
 class EndToEndOnly(Exception):
     """The mailbox is end-to-end: the box cannot open it; the message says how to read it
-    (RFC 3206 [AUTH] with this text)."""
+    (RFC 3206 [AUTH] with this text). A failed login: raised only after the failure
+    delay, and counted like a wrong password."""
 
 
 class LoginThrottled(Exception):

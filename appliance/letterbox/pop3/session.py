@@ -378,9 +378,10 @@ class Pop3Session:
     async def _login(self, user: str, password: str) -> None:
         try:
             maildrop = await self.options.authenticator.login(user, password, self.client)
-        except LoginRefused:
+        except (LoginRefused, EndToEndOnly) as exc:
+            # An end-to-end mailbox has no password on the box: a failed login too.
             self._login_failures += 1
-            self._send(R.LOGIN_REFUSED)
+            self._send(R.END_TO_END if isinstance(exc, EndToEndOnly) else R.LOGIN_REFUSED)
             if self._login_failures >= self.options.max_login_failures:
                 log.info("session %s: %d failed logins, closing", self.sid, self._login_failures)
                 self._closing = True
@@ -391,9 +392,6 @@ class Pop3Session:
             return
         except MailboxInUse:
             self._send(R.IN_USE)
-            return
-        except EndToEndOnly:
-            self._send(R.END_TO_END)
             return
         except MaildropUnavailable:
             self._send(R.DRIVE_OFFLINE)

@@ -8,8 +8,10 @@ tell the difference, and the manager itself is tested in tests/usb/.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from letterbox.config import Size
 from letterbox.drive import Drive
 from letterbox.usb.model import Candidate, DriveActionError, DriveState
 
@@ -87,6 +89,7 @@ def test_directory_mode_shows_usage_and_no_candidates(run_page: Any, setup_box: 
         assert "online" in text and "anna@example.org" in text
         assert "<meter" in text and "No other drive is plugged in" in text
         assert "No message has been evicted" in text
+        assert "reserve-warning" not in text
         status, text, _ = await page.post("/storage/adopt", {"candidate": "x"})
         assert status == 400 and "directory" in text
 
@@ -109,6 +112,22 @@ def test_evictions_are_listed(run_page: Any, setup_box: SetupBox) -> None:
         assert text.count("<td>quota</td>") == len(drive.evictions(mailbox.id))
 
     run_page(scenario, claimed=True)
+
+
+def test_a_reserve_larger_than_the_drive_is_a_warning(
+    run_page: Any, setup_box: SetupBox, open_drive: Callable[..., Drive]
+) -> None:
+    assert setup_box.drive is not None
+    setup_box.drive.close()
+    box = SetupBox(setup_box.cfg, setup_box.data_dir, open_drive(reserve=Size(1 << 60)))
+
+    async def scenario(page: Page) -> None:
+        status, text, _ = await page.get("/storage")
+        assert status == 200
+        assert 'id="reserve-warning"' in text
+        assert f"drive.reserve ({1 << 60} bytes) is larger than the whole drive" in text
+
+    run_page(scenario, box=box, claimed=True)
 
 
 def test_adopt_and_format_through_the_drive_control(run_page: Any, setup_box: SetupBox) -> None:

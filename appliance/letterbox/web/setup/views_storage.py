@@ -39,10 +39,12 @@ async def _page(request: web.Request, *, status: int = 200, error: str = "") -> 
     mailboxes: list[MailboxInfo] = []
     evictions: list[Eviction] = []
     free = 0
+    reserve_warning = ""
     if drive is not None:
         mailboxes = await asyncio.to_thread(drive.mailboxes)
         stats = await asyncio.to_thread(drive.stats)
         free = int(stats["free_bytes"])
+        reserve_warning = await asyncio.to_thread(drive.reserve_warning)
         for m in mailboxes:
             records = await asyncio.to_thread(drive.evictions, m.id, EVICTIONS_SHOWN)
             evictions += [Eviction(m.address, r) for r in records]
@@ -56,6 +58,7 @@ async def _page(request: web.Request, *, status: int = 200, error: str = "") -> 
         mailboxes=mailboxes,
         evictions=evictions[:EVICTIONS_SHOWN],
         free=free,
+        reserve_warning=reserve_warning,
         error=error,
         done=DONE.get(request.query.get("done", ""), ""),
     )
