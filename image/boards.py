@@ -19,7 +19,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "board-configs"
 ARCHITECTURES = ("amd64", "arm64")
 SUITES = ("bookworm",)
 BOOT_METHODS = ("direct-kernel", "raspi-firmware")
-# The Python wheels installed in the image are built for 64-bit only (FINDINGS.md:
+# The Python wheels installed in the image are built for 64-bit only (docs/findings.md, "PyNaCl":
 # PyNaCl has no armv7l wheels), and QEMU needs to know which system to emulate.
 QEMU_SYSTEMS = {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}
 

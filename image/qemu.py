@@ -30,7 +30,7 @@ from image.boards import Board
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "build"
-# Guest port → the default host port (the development ports of DESIGN.md).
+# Guest port → the default host port (docs/design.md, "Ports": the --dev ones).
 GUEST_PORTS = {"smtp": 25, "pop3": 110, "pop3s": 995, "web": 80, "ssh": 22}
 DEFAULT_HOST_PORTS = {"smtp": 2525, "pop3": 1110, "pop3s": 1995, "web": 8080, "ssh": 2222}
 STICK_SIZE = 1 << 30

@@ -1,4 +1,4 @@
-"""`letterbox run`: the appliance as one asyncio process (DESIGN.md, "One process").
+"""`letterbox run`: the appliance as one asyncio process (docs/design.md, "One process").
 
 Start order: config (done by the CLI) → drive → SMTP listeners → POP3 listeners
 (110/995, sharing SMTP's certificate) → web; later issues add mDNS and systemd
@@ -44,7 +44,7 @@ from letterbox.web.setup import setup as mount_setup_page
 log = logging.getLogger("letterbox")
 
 SMTP_PORT = 25
-DEV_SMTP_PORT = 2525  # DESIGN.md, "One process": the `make run` ports
+DEV_SMTP_PORT = 2525  # docs/design.md, "Ports": the `make run` ports
 POP3_PORT, POP3S_PORT = 110, 995
 DEV_POP3_PORT, DEV_POP3S_PORT = 1110, 1995
 # Argon2id runs at once in the whole process, POP3 logins and the setup page together:

@@ -92,7 +92,7 @@ class MailboxSettings:
 @dataclass(frozen=True)
 class CryptoSettings:
     # Argon2id limits for wrapping mailbox keys under a password. The defaults are
-    # libsodium's INTERACTIVE level, which a 512 MB board can afford (FINDINGS.md).
+    # libsodium's INTERACTIVE level, which a 512 MB board can afford (docs/findings.md, "PyNaCl").
     argon2_opslimit: int = 2
     argon2_memlimit: Size = Size(64 << 20)
 

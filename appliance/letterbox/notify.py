@@ -7,7 +7,7 @@ WATCHDOG=1 stops arriving within `WatchdogSec`, and knows a slow stop is a drain
 when STOPPING=1 came first.
 
 sdnotify does the socket work, but it encodes as Latin-1, swallows every error
-unless `debug=True`, and connects once (FINDINGS.md). So this module is the only
+unless `debug=True`, and connects once (docs/findings.md, "sdnotify"). So this module is the only
 user of it: it keeps STATUS to one line of ASCII (a newline would start a new
 field, and systemd expects UTF-8), logs a failure once instead of never, and
 reconnects once on error (systemd re-executing itself rebinds its socket).

@@ -1,4 +1,4 @@
-"""mDNS, for real, but never on this machine's own interfaces (FINDINGS.md, zeroconf).
+"""mDNS, for real, but never on this machine's own interfaces (docs/findings.md, "zeroconf").
 
 Each test makes two network namespaces joined by a veth pair (a two-machine LAN:
 10.213.N.1 and 10.213.N.2), runs the box with `ip netns exec` in one and a

@@ -1,4 +1,4 @@
-"""Loop devices standing in for USB drives (this machine has no USB bus; FINDINGS.md).
+"""Loop devices standing in for USB drives (no USB bus here: docs/findings.md, "pyudev").
 
 Every loop device and mount a test makes is undone afterwards, even when the test
 fails: mounts under the test's tmp_path are lazily unmounted, loop devices backed

@@ -1,6 +1,6 @@
 """The drive: mailboxes, two-phase delivery, reading, quota and eviction, crash recovery.
 
-Protocols see only this interface (DESIGN.md, "The drive"):
+Protocols see only this interface (docs/design.md, "The drive"):
 
 * delivery, after maddy: ``begin()`` → ``add_recipient()`` → ``write()`` … →
   ``commit()`` or ``abort()``. The body streams through the encryptor into a

@@ -26,7 +26,7 @@ and no avahi-daemon to configure on the image.
 - **Goodbye.** `stop()` sends goodbye packets (TTL 0, RFC 6762 §10.1) so browsers
   drop the box at once rather than when the records expire.
 
-FINDINGS.md: `lo` here has no MULTICAST flag and the default interface choice would
+docs/findings.md, "zeroconf": `lo` has no MULTICAST flag and the default interface choice would
 send mDNS out of the machine's uplink, so the tests run this only inside network
 namespaces they create (tests/lan/).
 """

@@ -1,7 +1,7 @@
 """The POP3 maildrop on the box's own drive: log in by unwrapping the mailbox key.
 
 `DriveAuthenticator.login` turns a password into a `DriveMaildrop` that holds the
-mailbox's unwrapped secret key for that one session (DESIGN.md, "Keys": mail at
+mailbox's unwrapped secret key for that one session (docs/design.md, "Keys": mail at
 rest stays encrypted; `close()` drops the key). Everything slow runs off the
 event loop: Argon2id in the default executor, at most `UNLOCK_CONCURRENCY` at a
 time (each takes `crypto.argon2_memlimit` of RAM, 64 MiB by default, and a Zero 2 W

@@ -3,9 +3,9 @@
 The protocol code (server.py) asks this module one question per command and gets
 a reply from the table back; this module alone talks to the drive, and only
 through its public delivery interface (begin → add_recipient → write → commit or
-abort; DESIGN.md, "The drive"). Nothing here knows about sockets or aiosmtpd.
+abort; docs/design.md, "The drive"). Nothing here knows about sockets or aiosmtpd.
 
-Policy, as DESIGN.md "Gateway" has it:
+Policy, as docs/design.md, "Gateway (SMTP)" has it:
 
 * mail only for local domains: those of the drive's mailboxes plus
   `smtp.local_domains`; anything else is 554 5.7.1, so the box is never a relay;

@@ -1,6 +1,6 @@
 """One SMTP session: a subclass of aiosmtpd's `SMTP` with our own command loop and DATA.
 
-aiosmtpd 1.4.6 (FINDINGS.md) buffers DATA whole in memory, resets the idle timer
+aiosmtpd 1.4.6 (docs/findings.md, "aiosmtpd") buffers DATA whole in memory, resets the idle timer
 on commands only, keeps `command_size_limits` in a class-level dict that every
 new connection clears and every EHLO grows, rejects the null sender "<>", sends
 replies without enhanced status codes, and spends ~160 µs per connection in
@@ -144,7 +144,7 @@ class SmtpSession(SMTP):
         self.ctx = ctx
         self.gateway = ctx.gateway
         self.settings = ctx.settings
-        self._limits: dict[str, int] = {}  # per session: never shared (FINDINGS.md)
+        self._limits: dict[str, int] = {}  # per session, never shared: docs/findings.md
         self._pending = bytearray()  # bytes read past the end of DATA (RFC 2920 pipelining)
         self._txn: Transaction | None = None
         self._tls: TlsInfo | None = None

@@ -2,7 +2,7 @@
 
 The netlink socket of a `pyudev.Monitor` is read from the event loop itself
 (`loop.add_reader(monitor.fileno())` + `monitor.poll(0)` until it runs dry), so no
-thread is involved and events arrive in order (FINDINGS.md, pyudev).
+thread is involved and events arrive in order (docs/findings.md, "pyudev").
 
 Source: udev's events (after its rules ran, with ID_BUS, ID_FS_*) where udevd
 runs, which is the appliance; the kernel's own where it does not (containers, CI),

@@ -1,7 +1,7 @@
 """The privileged steps of drive management, and nothing else: mount, unmount, mkfs.ext4.
 
 Everything that needs root to touch a block device lives here, so it can be read
-in one sitting (DESIGN.md, "Layout": privileged actions live apart). Each step runs
+in one sitting (docs/design.md, "Rules the design keeps": privileged actions apart). Each step runs
 a fixed argv with `subprocess` (never a shell), after checking that the device is
 a block device under /dev and the mount point an absolute path, so nothing a
 person typed on the setup page reaches a command line unchecked.

@@ -3,7 +3,7 @@
 The box cannot read an end-to-end mailbox: it holds only the owner's public keys.
 It hands out what the drive has, sealed metadata and ciphertext, to whoever proves
 they hold the mailbox's key, and deletes a message once its owner signs that it is
-safely kept elsewhere (DESIGN.md, "Reading"). No password or secret key ever crosses
+safely kept elsewhere (docs/design.md, "Reading"). No password or secret key ever crosses
 the network; what does cross it (tokens, ciphertext, sealed records) is worthless to
 an eavesdropper, and a stolen token can list and download ciphertext but never
 delete anything.

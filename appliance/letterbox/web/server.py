@@ -1,4 +1,4 @@
-"""The web server: one aiohttp application on the web port (DESIGN.md, "One process").
+"""The web server: one aiohttp application on the web port (docs/design.md, "One process").
 
 Route groups mount themselves into `WebServer.app` before `start()`: the drive API
 (`letterbox.web.driveapi.setup`, under /api/v1/drive/) now, the setup page later.
@@ -33,7 +33,7 @@ from letterbox.config import WebSettings
 log = logging.getLogger("letterbox.web")
 
 WEB_PORT = 80
-DEV_WEB_PORT = 8080  # DESIGN.md, "One process": the `make run` port
+DEV_WEB_PORT = 8080  # docs/design.md, "Ports": the `make run` port
 # Seconds a request in flight (a download) gets when the box stops. Short: the drive
 # API is idempotent, so an interrupted download is simply repeated by the client.
 SHUTDOWN_GRACE = 5.0

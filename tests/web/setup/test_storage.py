@@ -1,7 +1,7 @@
 """The storage page: drive state, usage, evictions; adopt and format forms.
 
 The adopt/format tests use `UsbBus`, a small in-test `DriveControl` standing in
-for a USB bus, which this machine does not have (FINDINGS.md: no USB in the
+for a USB bus, which this machine does not have (docs/findings.md, "pyudev": no USB in the
 kernel). It implements the same interface the real manager does; the page cannot
 tell the difference, and the manager itself is tested in tests/usb/.
 """
