@@ -8,6 +8,7 @@ from letterbox.drive.delivery import Delivery, Message
 from letterbox.drive.errors import (
     DriveError,
     DriveFormatError,
+    DriveInUse,
     DriveUnavailable,
     MailboxExists,
     MailboxNotFound,
@@ -31,6 +32,7 @@ __all__ = [
     "Drive",
     "DriveError",
     "DriveFormatError",
+    "DriveInUse",
     "DriveUnavailable",
     "EvictionRecord",
     "MailboxExists",

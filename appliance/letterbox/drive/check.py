@@ -31,6 +31,7 @@ KNOWN_TOP = {
     "keys",
     "queue",
     "OPEN",
+    "LOCK",
 }
 
 
