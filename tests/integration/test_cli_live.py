@@ -19,9 +19,12 @@ import time
 from pathlib import Path
 
 import pytest
+from letterbox.boxkeys import BoxKeys
+from letterbox.crypto import Argon2Limits
+from letterbox.drive import Drive, MessageDamaged
 
 from tests.helpers import letterbox_cli as cli
-from tests.integration.harness import SAMPLE, Run, read_mailbox, write_config
+from tests.integration.harness import SAMPLE, Run, write_config
 
 CODE = re.compile(r"\b([0-9A-Z]{4}(?:-[0-9A-Z]{4}){7})\b")
 
@@ -135,6 +138,24 @@ def without_trace(stored: bytes) -> bytes:
     return stored[start:]
 
 
+def read_all(data: Path, password: str) -> tuple[list[bytes], list[str]]:
+    """Every message in the sample mailbox, and the errors of those that cannot be read
+    (an index row whose blob a second opener's recovery deleted)."""
+    with Drive.open(
+        data / "drive", BoxKeys.load_or_create(data), limits=Argon2Limits(1, 8192), create=False
+    ) as drive:
+        mailbox = drive.find_mailbox(SAMPLE)
+        assert mailbox is not None
+        secret = drive.unlock(mailbox.id, password)
+        stored, unreadable = [], []
+        for d in drive.list(mailbox.id):
+            try:
+                stored.append(drive.open_message(mailbox.id, d.id, secret).read())
+            except MessageDamaged as exc:
+                unreadable.append(str(exc))
+        return stored, unreadable
+
+
 @pytest.mark.slow
 def test_cli_verbs_in_a_loop_while_the_box_takes_large_mail(tmp_path: Path) -> None:
     """Senders deliver bodies over 128 KiB while two loops run every drive verb of the
@@ -217,23 +238,14 @@ def test_cli_verbs_in_a_loop_while_the_box_takes_large_mail(tmp_path: Path) -> N
         for t in threads:
             t.join(120)
         assert not any(t.is_alive() for t in threads)
-        assert marker.exists()
+        marker_kept = marker.exists()
         final = cli(data, "drive", "check", config=config)
-        assert final.returncode == 0 and "Result: OK" in final.stdout, final.stdout
     finally:
         stop.set()
         code = run.stop()
     assert code == 0, run.stderr()
 
-    failed = [(args, rc, err) for args, rc, err in verbs if rc != 0]
-    assert failed == [], failed[:5]
-    assert problems == [], problems[:3]
-    assert checks["damaged"] == 0 and checks["ok"] >= 2, checks
-    assert refused == [], refused[:5]
-    large = [m for m in acked.values() if len(m) > 128 * 1024]
-    assert len(acked) >= 20 and len(large) >= 5, (len(acked), len(large))
-
-    stored = read_mailbox(data, password)
+    stored, unreadable = read_all(data, password)
     by_id: dict[str, bytes] = {}
     for message in stored:
         sent = without_trace(message)
@@ -241,7 +253,21 @@ def test_cli_verbs_in_a_loop_while_the_box_takes_large_mail(tmp_path: Path) -> N
         assert ident not in by_id, f"{ident} stored twice"
         by_id[ident] = sent
     lost = sorted(set(acked) - set(by_id))
+    failed = [(args, rc, err) for args, rc, err in verbs if rc != 0]
+    print(
+        f"{len(acked)} acknowledged ({sum(len(m) > 128 * 1024 for m in acked.values())} over "
+        f"128 KiB), {len(refused)} refused, {len(lost)} lost, {len(unreadable)} unreadable; "
+        f"{len(verbs)} CLI verbs, {len(failed)} failed; checks {checks}; OPEN kept: {marker_kept}"
+    )
+    assert unreadable == [], f"{len(unreadable)} stored messages lost their blob: {unreadable[:3]}"
     assert lost == [], f"{len(lost)} of {len(acked)} acknowledged messages lost: {lost[:5]}"
+    assert checks["damaged"] == 0 and checks["ok"] >= 2, (checks, problems[:2])
+    assert final.returncode == 0 and "Result: OK" in final.stdout, final.stdout
+    assert refused == [], refused[:5]
+    assert failed == [], failed[:5]
+    assert problems == [] and marker_kept, problems[:3]
+    large = [m for m in acked.values() if len(m) > 128 * 1024]
+    assert len(acked) >= 20 and len(large) >= 5, (len(acked), len(large))
     assert set(by_id) <= attempted
     for ident, msg in acked.items():
         assert by_id[ident] == msg, f"{ident} differs"
