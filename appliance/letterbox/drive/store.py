@@ -242,7 +242,10 @@ class Drive:
         self._addresses = {info.address: i for i, info in known.items()}
 
     def _recover(self) -> RecoveryReport:
-        """Remove what a crash can leave behind, so index and blobs agree again."""
+        """Remove what a crash can leave behind, so index and blobs agree again.
+
+        Only from open(), under the drive's LOCK: what it deletes would be a live
+        box's deliveries on their way if anyone else had the drive open."""
         report = RecoveryReport(crashed=self.layout.open_marker.exists())
         for entry in os.scandir(self.layout.tmp):
             if layout.TMP_NAME.match(entry.name):
