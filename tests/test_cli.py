@@ -211,3 +211,65 @@ def test_usb_mode_commands_refuse_a_drive_that_is_not_mounted_here(tmp_path: Pat
         assert done.returncode == 1, (args, done.stdout, done.stderr)
         assert f"the USB drive is not mounted at {mount_point}" in done.stderr
     assert list(mount_point.iterdir()) == []
+
+
+def test_only_mailbox_add_or_create_makes_a_drive(lbx, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A wrong --data, or a config without drive.path, must not quietly become an
+    empty drive that says "No mailboxes yet" (ISSUE-10 §6)."""
+    drive = tmp_path / "data" / "drive"
+    for args, offers in (
+        (("mailbox", "list"), True),
+        (("drive", "stats"), True),
+        (("mailbox", "passwd", "a@example.org", "--password-stdin"), False),
+        (("mailbox", "recovery-reset", "a@example.org", "--password-stdin"), False),
+    ):
+        done = lbx(*args, stdin="pw\nnew\n")
+        assert done.returncode == 1, (args, done.stdout, done.stderr)
+        assert f"there is no Letterbox drive at {drive}" in done.stderr, args
+        assert ("--create" in done.stderr) == offers, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+        assert not (drive / "letterbox").exists(), args
+    made = lbx("mailbox", "list", "--create")
+    assert made.returncode == 0 and "No mailboxes yet" in made.stdout, made.stderr
+    assert (drive / "letterbox" / "DRIVE").exists()
+    stats = lbx("drive", "stats")
+    assert stats.returncode == 0 and "mailboxes:   0" in stats.stdout, stats.stderr
+
+
+def test_a_drive_another_process_has_open_is_left_alone(lbx, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """With the drive open elsewhere and no box answering on --data's control socket,
+    every drive verb says so (exit 1, no traceback) and touches nothing: not the
+    holder's OPEN marker, not its temporaries (ISSUE-10 §1)."""
+    from letterbox.boxkeys import BoxKeys
+    from letterbox.drive import Drive
+
+    from tests.helpers import FAST_ARGON2, message
+
+    assert lbx("mailbox", "add", "a@example.org", "--password-stdin", stdin="pw\n").returncode == 0
+    data = tmp_path / "data"
+    with Drive.open(data / "drive", BoxKeys.load_or_create(data), limits=FAST_ARGON2) as holder:
+        temporary = holder.layout.blob_tmp("ab" + "0" * 30)
+        temporary.write_bytes(b"a delivery on its way")
+        for args in (
+            ("mailbox", "list"),
+            ("drive", "stats"),
+            ("drive", "check"),
+            ("mailbox", "passwd", "a@example.org", "--password-stdin"),
+            ("mailbox", "recovery-reset", "a@example.org", "--password-stdin"),
+        ):
+            done = lbx(*args, stdin="pw\nnew\n")
+            assert done.returncode == 1, (args, done.stdout, done.stderr)
+            assert "in use by another Letterbox process" in done.stderr, (args, done.stderr)
+            assert "no box answers on" in done.stderr, args
+            assert "Traceback" not in done.stderr
+            assert holder.layout.open_marker.exists(), args
+            assert temporary.exists(), args
+        mailbox = holder.find_mailbox("a@example.org")
+        assert mailbox is not None
+        holder.deliver("x@example.net", [mailbox.address], message(1))
+        assert holder.unlock(mailbox.id, "pw")  # the password was not changed
+        temporary.unlink()
+    listing = lbx("mailbox", "list")
+    assert listing.returncode == 0 and re.search(
+        r"a@example\.org\s+\S+\s+\S+\s+1\s", listing.stdout
+    )

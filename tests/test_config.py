@@ -339,6 +339,6 @@ def test_cli_reports_a_missing_and_an_undecodable_config(tmp_path: Path) -> None
 
 def test_cli_runs_with_a_good_config(tmp_path: Path) -> None:
     good = write(tmp_path, '[drive]\nreserve = "0"\n[crypto]\nargon2_memlimit = "8K"\n')
-    result = run_cli(tmp_path, "--config", str(good), "mailbox", "list")
+    result = run_cli(tmp_path, "--config", str(good), "mailbox", "list", "--create")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "data" / "drive" / "letterbox" / "DRIVE").exists()

@@ -14,11 +14,13 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from letterbox import __version__, config, control, settingsfile, state
 from letterbox.boxkeys import BoxKeys
 from letterbox.crypto import CryptoFailure, PersonalKey
-from letterbox.drive import Drive, DriveError, MailboxInfo
+from letterbox.drive import Drive, DriveError, DriveInUse, MailboxInfo
+from letterbox.drive.layout import Layout
 from letterbox.fsutil import write_atomic
 
 
@@ -63,18 +65,55 @@ class Context:
                 "through the box (status, mailbox add, drive candidates|adopt|format)"
             )
 
-    def open_drive(self, *, create: bool = True) -> Drive:
-        """The drive, opened by this process. For a USB drive only when it is mounted
-        here: the running box mounts it inside its own mount namespace (see the unit),
-        so at the console the mount point is an empty directory, and opening it would
-        quietly make a new, empty drive on the SD card."""
+    def open_drive(self, *, create: bool, offer_create: bool = False) -> Drive:
+        """The drive, opened by this process: only when no box runs on --data (the
+        commands ask a running box first, `ask_box`), and then under the drive's lock.
+
+        A missing drive is made only with `create` (`mailbox add`, or `--create`):
+        a wrong --data or a config without `drive.path` must not quietly become a new,
+        empty drive (`offer_create`: the command has --create, say so). For a USB
+        drive only when it is mounted here: the running box mounts it inside its own
+        mount namespace (see the unit), so at the console the mount point is an empty
+        directory, and opening it would make a new, empty drive on the SD card."""
         if self.config.drive.mode == "usb":
             self.usb_drive_mounted()
             create = False  # a USB drive is made by `drive format`, never implicitly
+        path = self.config.drive_path(self.data_dir)
+        if not create and not Layout(path).identity.exists():
+            raise UserError(self.no_drive(path, offer_create=offer_create))
         try:
             return state.open_drive(self.config, self.data_dir, create=create)
+        except DriveInUse as exc:
+            raise UserError(self.in_use(exc)) from None
         except DriveError as exc:
             raise UserError(str(exc)) from None
+
+    def no_drive(self, path: Path, *, offer_create: bool) -> str:
+        where = "drive.path" if self.config.drive.path else "under --data: no drive.path is set"
+        made = "`letterbox mailbox add` makes one" + (
+            ", or --create an empty one" if offer_create else ""
+        )
+        return f"there is no Letterbox drive at {path} ({where}); check --data and --config. {made}"
+
+    def in_use(self, exc: DriveError) -> str:
+        return (
+            f"{exc}, and no box answers on {control.socket_path(self.data_dir)}: if a "
+            "box is starting, try again in a moment; if one runs with another --data, "
+            "give that"
+        )
+
+    def ask_box(self, command: str, params: dict[str, object] | None = None) -> Any:
+        """`command` in the box running on --data, or NO_BOX when none runs (then, and
+        only then, may this process open the drive itself)."""
+        try:
+            return control.call(self.data_dir, command, params, timeout=600)
+        except control.NotRunning:
+            return NO_BOX
+        except (control.ControlError, TimeoutError) as exc:
+            raise UserError(str(exc) or "the box did not answer in time") from None
+
+
+NO_BOX: Any = object()  # Context.ask_box: no box runs on --data
 
 
 def _read_password(args: argparse.Namespace, prompt: str = "Password") -> str:
@@ -107,7 +146,7 @@ def cmd_mailbox_add(ctx: Context, args: argparse.Namespace) -> int:
     params = {"address": args.address, "quota": quota, "password": password}
     made = _add_through_daemon(ctx, params)
     if made is None:  # no daemon: the drive is ours to open
-        with ctx.open_drive() as drive:
+        with ctx.open_drive(create=True) as drive:
             try:
                 mailbox, code = drive.create_mailbox(args.address, quota=quota, password=password)
             except ValueError as exc:
@@ -155,7 +194,7 @@ def _add_end_to_end(ctx: Context, args: argparse.Namespace, quota: int) -> int:
         address, size = made["address"], made["quota"]
         verify_key = bytes.fromhex(made["box_verify_key"])
     else:
-        with ctx.open_drive() as drive:
+        with ctx.open_drive(create=True) as drive:
             try:
                 mailbox, _ = drive.create_mailbox(
                     args.address, quota=quota, identity_key=person.identity_key
@@ -172,33 +211,68 @@ def _add_end_to_end(ctx: Context, args: argparse.Namespace, quota: int) -> int:
     return 0
 
 
+def _boxes(rows: list[dict[str, Any]] | list[MailboxInfo]) -> list[dict[str, Any]]:
+    return [
+        r
+        if isinstance(r, dict)
+        else {
+            "address": r.address,
+            "quota": r.quota,
+            "used": r.used,
+            "messages": r.messages,
+            "end_to_end": r.end_to_end,
+        }
+        for r in rows
+    ]
+
+
 def cmd_mailbox_list(ctx: Context, args: argparse.Namespace) -> int:
-    with ctx.open_drive() as drive:
-        boxes = drive.mailboxes()
+    got = ctx.ask_box("mailbox.list")
+    if got is NO_BOX:
+        with ctx.open_drive(create=args.create, offer_create=True) as drive:
+            got = drive.mailboxes()
+    boxes = _boxes(got)
     if not boxes:
         print("No mailboxes yet. Add one with: letterbox mailbox add ADDRESS")
         return 0
-    width = max(len("ADDRESS"), *(len(m.address) for m in boxes))
+    width = max(len("ADDRESS"), *(len(m["address"]) for m in boxes))
     print(f"{'ADDRESS':<{width}}  {'QUOTA':>8}  {'USED':>8}  {'MESSAGES':>8}  MODE")
     for m in boxes:
-        mode = "end-to-end" if m.end_to_end else "unlocked at login"
+        mode = "end-to-end" if m["end_to_end"] else "unlocked at login"
         print(
-            f"{m.address:<{width}}  {_human(m.quota):>8}  {_human(m.used):>8}  "
-            f"{m.messages:>8}  {mode}"
+            f"{m['address']:<{width}}  {_human(m['quota']):>8}  {_human(m['used']):>8}  "
+            f"{m['messages']:>8}  {mode}"
         )
     return 0
 
 
+def _current_credential(args: argparse.Namespace) -> dict[str, object]:
+    if args.recovery_code_stdin:
+        return {"recovery_code": sys.stdin.readline().strip()}
+    return {"password": _read_password(args, "Current password")}
+
+
 def cmd_mailbox_passwd(ctx: Context, args: argparse.Namespace) -> int:
     """Set a new password, proving ownership with the old one or the recovery code."""
-    with ctx.open_drive() as drive:
+    if args.recovery_code_stdin:
+        cred: dict[str, object] = {"recovery_code": sys.stdin.readline().strip()}
+    else:
+        cred = {"password": _read_password(args, "Current password")}
+    # Through the box, first only the proof (so a wrong one is said before a new
+    # password is asked for), then the change.
+    params = {"address": args.address, **cred}
+    if ctx.ask_box("mailbox.passwd", params) is not NO_BOX:
+        new = _read_password(args, "New password")
+        done = ctx.ask_box("mailbox.passwd", {**params, "new_password": new})
+        print(f"Password of {done['address']} changed; its mail was not touched.")
+        return 0
+    with ctx.open_drive(create=False) as drive:
         mailbox = _find(drive, args.address)
         try:
-            if args.recovery_code_stdin:
-                code = sys.stdin.readline().strip()
-                secret = drive.recover_key(mailbox.id, code)
+            if "recovery_code" in cred:
+                secret = drive.recover_key(mailbox.id, str(cred["recovery_code"]))
             else:
-                secret = drive.unlock(mailbox.id, _read_password(args, "Current password"))
+                secret = drive.unlock(mailbox.id, str(cred["password"]))
         except CryptoFailure as exc:
             raise UserError(str(exc)) from None
         new = _read_password(args, "New password")
@@ -208,14 +282,19 @@ def cmd_mailbox_passwd(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_mailbox_recovery_reset(ctx: Context, args: argparse.Namespace) -> int:
-    with ctx.open_drive() as drive:
-        mailbox = _find(drive, args.address)
-        try:
-            secret = drive.unlock(mailbox.id, _read_password(args, "Password"))
-        except CryptoFailure as exc:
-            raise UserError(str(exc)) from None
-        code = drive.reset_recovery_code(mailbox.id, secret)
-    print(f"New recovery code for {mailbox.address} (the old one no longer works):")
+    password = _read_password(args, "Password")
+    done = ctx.ask_box("mailbox.recovery_reset", {"address": args.address, "password": password})
+    if done is not NO_BOX:
+        address, code = done["address"], done["recovery_code"]
+    else:
+        with ctx.open_drive(create=False) as drive:
+            mailbox = _find(drive, args.address)
+            try:
+                secret = drive.unlock(mailbox.id, password)
+            except CryptoFailure as exc:
+                raise UserError(str(exc)) from None
+            address, code = mailbox.address, drive.reset_recovery_code(mailbox.id, secret)
+    print(f"New recovery code for {address} (the old one no longer works):")
     print()
     print(f"    {code}")
     return 0
@@ -225,19 +304,30 @@ def cmd_mailbox_recovery_reset(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_drive_check(ctx: Context, args: argparse.Namespace) -> int:
-    from letterbox.drive.check import check_drive
+    from letterbox.drive.check import check_unopened
 
+    got = ctx.ask_box("drive.check")
+    if got is not NO_BOX:
+        print(got["report"])
+        return 0 if got["ok"] else 1
     if ctx.config.drive.mode == "usb":
         ctx.usb_drive_mounted()
-    report = check_drive(ctx.config.drive_path(ctx.data_dir), ctx.keys())
+    try:
+        report = check_unopened(ctx.config.drive_path(ctx.data_dir), ctx.keys())
+    except DriveInUse as exc:
+        raise UserError(ctx.in_use(exc)) from None
     print(report.render())
     return 0 if report.ok else 1
 
 
 def cmd_drive_stats(ctx: Context, args: argparse.Namespace) -> int:
-    with ctx.open_drive() as drive:
-        stats = drive.stats()
-        boxes = drive.mailboxes()
+    from letterbox.commands import drive_stats_of
+
+    got = ctx.ask_box("drive.stats")
+    if got is NO_BOX:
+        with ctx.open_drive(create=args.create, offer_create=True) as drive:
+            got = drive_stats_of(drive)
+    stats, boxes = got["stats"], got["mailboxes"]
     print(f"Drive {stats['drive_id']} (format {stats['format_version']})")
     print(f"  location:    {ctx.config.drive_path(ctx.data_dir)}")
     print(f"  mailboxes:   {stats['mailboxes']}")
@@ -249,10 +339,10 @@ def cmd_drive_stats(ctx: Context, args: argparse.Namespace) -> int:
     )
     print(f"  evictions:   {stats['evictions']}")
     for m in boxes:
-        pct = 100 * m.used / m.quota if m.quota else 0
+        pct = 100 * m["used"] / m["quota"] if m["quota"] else 0
         print(
-            f"  {m.address}: {_human(m.used)} of {_human(m.quota)} ({pct:.0f}%), "
-            f"{m.messages} messages"
+            f"  {m['address']}: {_human(m['used'])} of {_human(m['quota'])} ({pct:.0f}%), "
+            f"{m['messages']} messages"
         )
     return 0
 
@@ -357,6 +447,14 @@ def cmd_bridge(ctx: Context, args: argparse.Namespace) -> int:
 # -- parser ------------------------------------------------------------------------------
 
 
+def _create_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--create",
+        action="store_true",
+        help="make an empty drive if there is none (without it, a missing drive is an error)",
+    )
+
+
 def _key_and_server(p: argparse.ArgumentParser) -> None:
     """The arguments every end-to-end client command takes."""
     p.add_argument(
@@ -457,7 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="with --end-to-end: where to write the person's key file",
     )
-    add(msub, "list", cmd_mailbox_list, "list mailboxes with quota, usage and message count")
+    p = add(msub, "list", cmd_mailbox_list, "list mailboxes with quota, usage and message count")
+    _create_flag(p)
     p = add(
         msub,
         "passwd",
@@ -497,7 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dsub = drive.add_subparsers(dest="drive_command", required=True, metavar="ACTION")
     add(dsub, "check", cmd_drive_check, "verify every blob and index row; exit 1 on damage")
-    add(dsub, "stats", cmd_drive_stats, "show usage, counts and free space")
+    p = add(dsub, "stats", cmd_drive_stats, "show usage, counts and free space")
+    _create_flag(p)
     p = add(dsub, "candidates", cmd_drive_candidates, "list USB drives the box could use")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = add(dsub, "adopt", cmd_drive_adopt, "use a Letterbox drive that is plugged in")

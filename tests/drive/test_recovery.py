@@ -110,6 +110,7 @@ def test_open_after_unclean_stop_removes_temporaries_and_orphans(tmp_path: Path)
     lay.keyring("cd" + "1" * 30).write_bytes(b"{}")
     drive._committer.close()  # simulate the process dying: no clean close
     drive._conn.close()
+    os.close(drive._lock_fd or -1)  # and the kernel dropping its flock
     assert lay.open_marker.exists()
 
     with open_drive(data_dir) as again:
@@ -142,3 +143,45 @@ def test_an_abandoned_drive_is_reconciled_when_it_is_opened_again(tmp_path: Path
         assert not orphan.exists()
         secret = again.unlock(mailbox.id, PASSWORD)
         assert again.open_message(mailbox.id, kept[0], secret).read() == message(1)
+
+
+def test_recovery_drops_index_rows_whose_blob_is_missing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A blob lost after a crash (a drive that did not keep what it fsynced) cannot be
+    read: recovery removes its deliveries from every mailbox that had it, corrects the
+    totals so quota and `drive check` agree, says how many rows went, and keeps the rest."""
+    data_dir = tmp_path / "data"
+    with open_drive(data_dir) as drive:
+        anna, _ = drive.create_mailbox("anna@example.org", quota=1 << 30, password=PASSWORD)
+        ben, _ = drive.create_mailbox("ben@example.org", quota=1 << 30, password=PASSWORD)
+        both = drive.deliver("x@example.net", [anna.address, ben.address], message(1, 5000))
+        only_anna = drive.deliver("x@example.net", [anna.address], message(2, 300))
+        only_ben = drive.deliver("x@example.net", [ben.address], message(3, 70_000))
+        shared = {d.blob_id for d in drive.list_sealed(anna.id) if d.id == both[0]}.pop()
+        lay = drive.layout
+    lay.blob(shared).unlink()
+    lay.open_marker.write_bytes(b"")  # as if the box had crashed
+
+    with caplog.at_level("ERROR", logger="letterbox.drive.store"):
+        again = open_drive(data_dir)
+    with again:
+        report = again.recovery
+        assert report.crashed and report.rows_without_blob == 2
+        assert report.orphan_blobs == 0 and report.temporaries == 0
+        assert f"blob {shared} is missing: removed 2 delivery rows" in caplog.text
+        assert [d.id for d in again.list(anna.id)] == only_anna
+        assert [d.id for d in again.list(ben.id)] == only_ben
+        boxes = {m.address: m for m in again.mailboxes()}
+        for mailbox, kept in ((anna, only_anna), (ben, only_ben)):
+            listed = again.list(mailbox.id)
+            assert boxes[mailbox.address].messages == 1
+            assert boxes[mailbox.address].used == sum(d.stored_size for d in listed)
+            secret = again.unlock(mailbox.id, PASSWORD)
+            n = 2 if mailbox is anna else 3
+            assert again.open_message(mailbox.id, kept[0], secret).read() == message(
+                n, 300 if n == 2 else 70_000
+            )
+        assert again.stats()["blobs"] == 2
+    check = check_drive(data_dir / "drive", BoxKeys.load_or_create(data_dir))
+    assert check.ok, check.render()

@@ -21,6 +21,7 @@ from letterbox.drive.delivery import Delivery, Message
 from letterbox.drive.errors import (
     DriveError,
     DriveFormatError,
+    DriveInUse,
     DriveUnavailable,
     MailboxExists,
     MailboxNotFound,
@@ -44,6 +45,7 @@ __all__ = [
     "Drive",
     "DriveError",
     "DriveFormatError",
+    "DriveInUse",
     "DriveUnavailable",
     "EvictionRecord",
     "MailboxExists",

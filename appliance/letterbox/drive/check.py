@@ -5,6 +5,18 @@ its blob with the recorded size and ciphertext hash, that reference counts and
 per-mailbox totals add up, that keyrings and sealed addresses open for this box,
 and lists anything on the drive that is not ours. Leftovers a crash can cause
 (temporaries, orphan blobs) are warnings: the next open removes them.
+
+Two ways to run it, never beside a writer it does not know about:
+
+* `check_unopened` for a drive nobody has open: it holds the drive's LOCK while it
+  reads, so no box can start writing (or recovering) under it.
+* `check_drive(..., live=True)` inside the running box, which holds the LOCK and
+  keeps committing meanwhile. The index is read in one SQLite read transaction, so
+  totals, reference counts and rows are one consistent snapshot (read at different
+  moments, concurrent commits made them disagree: false damage). Files are read
+  after the snapshot, so a blob or keyring that a later delete removed is judged
+  against the index as it is now (deletes commit the index before unlinking,
+  store.py): missing is damage only if the current index still names it.
 """
 
 from __future__ import annotations
@@ -13,6 +25,7 @@ import json
 import os
 import sqlite3
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +45,7 @@ KNOWN_TOP = {
     "queue",
     "OPEN",
     "SPARE",
+    "LOCK",
 }
 
 
@@ -58,7 +72,27 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def check_drive(root: Path, keys: BoxKeys) -> CheckReport:
+Still = Callable[[str, str], bool]  # ("blobs" | "mailboxes", id): in the index now?
+
+
+def check_unopened(root: Path, keys: BoxKeys) -> CheckReport:
+    """Check a drive that no process has open, holding its LOCK meanwhile.
+
+    Raises DriveInUse when a process has it open: ask that process instead (the
+    CLI goes through the running box's control socket)."""
+    lay = layout_mod.Layout(Path(root))
+    if not lay.identity.exists():
+        return check_drive(root, keys)  # reports "not a Letterbox drive"
+    fd = layout_mod.take_lock(lay)
+    try:
+        return check_drive(root, keys)
+    finally:
+        layout_mod.release_lock(fd)
+
+
+def check_drive(root: Path, keys: BoxKeys, *, live: bool = False) -> CheckReport:
+    """Check the drive at `root`; `live` when the calling process has it open and
+    writing (see the module docstring)."""
     lay = layout_mod.Layout(Path(root))
     report = CheckReport(lay.root)
     try:
@@ -67,13 +101,18 @@ def check_drive(root: Path, keys: BoxKeys) -> CheckReport:
         report.damage.append(str(exc))
         return report
     report.facts.append(f"drive {ident.drive_id}, format version {ident.version}")
-    if lay.open_marker.exists():
+    if live:
+        report.facts.append("checked while the box is running (one snapshot of the index)")
+    elif lay.open_marker.exists():
         report.warnings.append("the drive is open or was not closed cleanly")
     if not lay.index.exists():
         report.damage.append("the index (index.sqlite3) is missing")
         return report
     try:
-        conn = sqlite3.connect(f"file:{lay.index}?mode=ro", uri=True)
+        # Autocommit mode, and one explicit read transaction: every SELECT below sees
+        # the same committed state (WAL snapshot), whatever the box commits meanwhile.
+        conn = sqlite3.connect(f"file:{lay.index}?mode=ro", uri=True, isolation_level=None)
+        conn.execute("BEGIN")
         result = conn.execute("PRAGMA integrity_check").fetchall()
         version = conn.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.DatabaseError as exc:
@@ -86,7 +125,7 @@ def check_drive(root: Path, keys: BoxKeys) -> CheckReport:
         report.damage.append(f"index schema version {version}, expected {SCHEMA_VERSION}")
         return report
     try:
-        _check_index(conn, lay, keys, report)
+        _check_index(conn, lay, keys, report, _still_indexed(lay) if live else None)
     except sqlite3.DatabaseError as exc:
         report.damage.append(f"the index is unreadable: {exc}")
     finally:
@@ -95,9 +134,30 @@ def check_drive(root: Path, keys: BoxKeys) -> CheckReport:
     return report
 
 
+def _still_indexed(lay: layout_mod.Layout) -> Still:
+    """Whether the index as committed now (not the snapshot) has a row: asked only
+    about the few files found missing (or unexpected) while the box writes."""
+
+    def still(table: str, row_id: str) -> bool:
+        now = sqlite3.connect(f"file:{lay.index}?mode=ro", uri=True)
+        try:
+            query = f"SELECT 1 FROM {table} WHERE id = ?"  # table: one of two literals
+            return now.execute(query, (row_id,)).fetchone() is not None
+        finally:
+            now.close()
+
+    return still
+
+
 def _check_index(
-    conn: sqlite3.Connection, lay: layout_mod.Layout, keys: BoxKeys, report: CheckReport
+    conn: sqlite3.Connection,
+    lay: layout_mod.Layout,
+    keys: BoxKeys,
+    report: CheckReport,
+    still: Still | None,
 ) -> None:
+    """`still` only for a live drive (check_drive(live=True)); None when nobody
+    writes, so the snapshot is the index as it is."""
     mailboxes = conn.execute(
         "SELECT id, address_sealed, public_key, used, messages FROM mailboxes"
     ).fetchall()
@@ -111,7 +171,8 @@ def _check_index(
             if ring.public_key != pk or ring.mailbox_id != mailbox_id:
                 report.damage.append(f"mailbox {mailbox_id}: keyring belongs to another mailbox")
         except FileNotFoundError:
-            report.damage.append(f"mailbox {mailbox_id}: keyring file is missing")
+            if still is None or still("mailboxes", mailbox_id):  # else removed meanwhile
+                report.damage.append(f"mailbox {mailbox_id}: keyring file is missing")
         except crypto.KeyringError as exc:
             report.damage.append(f"mailbox {mailbox_id}: {exc}")
         sums = conn.execute(
@@ -155,7 +216,8 @@ def _check_index(
                 fh.seek(0)
                 size, actual = crypto.hash_file(fh)
         except FileNotFoundError:
-            report.damage.append(f"blob {blob_id}: file is missing")
+            if still is None or still("blobs", blob_id):  # else deleted since the snapshot
+                report.damage.append(f"blob {blob_id}: file is missing")
             continue
         if not magic.startswith(crypto.BLOB_MAGIC):
             report.damage.append(f"blob {blob_id}: not a Letterbox blob (bad magic)")
@@ -176,15 +238,16 @@ def _check_index(
             continue
         for entry in os.scandir(bdir):
             if layout_mod.BLOB_NAME.match(entry.name):
-                if entry.name not in indexed:
+                if entry.name not in indexed and not (still and still("blobs", entry.name)):
                     report.warnings.append(f"orphan blob {entry.name} (removed at the next open)")
             else:
                 report.warnings.append(f"foreign file {Path(entry.path).relative_to(lay.root)}")
-    for entry in os.scandir(lay.tmp):
-        report.warnings.append(f"leftover temporary {entry.name} (removed at the next open)")
+    if still is None:  # in a running box, temporaries are deliveries on their way
+        for entry in os.scandir(lay.tmp):
+            report.warnings.append(f"leftover temporary {entry.name} (removed at the next open)")
     for entry in os.scandir(lay.keys):
         stem = entry.name.removesuffix(".json")
-        if stem not in known_mailboxes:
+        if stem not in known_mailboxes and not (still and still("mailboxes", stem)):
             report.warnings.append(f"keyring {entry.name} belongs to no mailbox")
 
 

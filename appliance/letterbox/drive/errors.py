@@ -16,6 +16,11 @@ class DriveUnavailable(DriveError):
     """The drive is offline or failing: a temporary condition (SMTP 451 4.3.0)."""
 
 
+class DriveInUse(DriveUnavailable):
+    """Another Drive (another process, or another open in this one) has the drive
+    open: it holds the drive's LOCK, and only the holder may write or recover it."""
+
+
 class DriveFormatError(DriveError):
     """Not a Letterbox drive, a newer format, a damaged index, or another box's drive."""
 

@@ -9,18 +9,22 @@ Layout (docs/format.md has the details):
     letterbox/keys/<id>.json   wrapped keyrings of the mailboxes
     letterbox/queue/           outbound queue (later)
     letterbox/OPEN             present while open: its presence at open means a crash
+    letterbox/LOCK             flock()ed by the one process that has the drive open
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from letterbox.crypto import new_id
-from letterbox.drive.errors import DriveFormatError
+from letterbox.drive.errors import DriveFormatError, DriveInUse
 from letterbox.fsutil import fsync_dir, write_atomic
 
 FORMAT_NAME = "letterbox-drive"
@@ -42,6 +46,7 @@ class Layout:
         self.keys = self.base / "keys"
         self.queue = self.base / "queue"
         self.open_marker = self.base / "OPEN"
+        self.lock = self.base / "LOCK"
         self._blobs = str(self.blobs)
 
     def blob(self, blob_id: str) -> Path:
@@ -52,6 +57,42 @@ class Layout:
 
     def keyring(self, mailbox_id: str) -> Path:
         return self.keys / f"{mailbox_id}.json"
+
+
+def take_lock(layout: Layout) -> int:
+    """Hold the drive's LOCK (flock, exclusive, not waiting) and return its descriptor.
+
+    Whoever holds it is the only one who may write the drive, read OPEN as a sign of
+    a crash, or run recovery: without it, a second process (the CLI next to a running
+    box) would take the box's live temporaries and staged blobs for crash leftovers
+    and delete acknowledged mail. flock belongs to the open file description, so a
+    second open in the same process is refused too, and the kernel lets go when the
+    holder dies: a crash never leaves a stale lock. The descriptor is close-on-exec.
+    Close it (`release_lock`) to let go.
+    """
+    try:
+        fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES):
+            raise
+        fd = os.open(layout.lock, os.O_RDONLY | os.O_CLOEXEC)  # a read-only drive
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DriveInUse(
+            f"the drive at {layout.root} is in use by another Letterbox process "
+            f"(it holds {layout.lock}); stop it, or let the running box do this"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def release_lock(fd: int) -> None:
+    """Let go of the LOCK that `take_lock` returned (closing its descriptor does it)."""
+    os.close(fd)
 
 
 @dataclass(frozen=True)

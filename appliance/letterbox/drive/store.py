@@ -113,6 +113,7 @@ class Drive:
         )
         self._space = Space(conn, lay, keys, settings, hostname)
         self._closed = False
+        self._lock_fd: int | None = None  # the drive's LOCK, held while open (open())
 
     # -- opening and closing -----------------------------------------------------------
 
@@ -127,29 +128,48 @@ class Drive:
         hostname: str = "letterbox.local",
         create: bool = True,
     ) -> Drive:
-        """Open (or, if `create` and empty, initialise) the drive at `root`, then recover."""
+        """Open (or, if `create` and empty, initialise) the drive at `root`, then recover.
+
+        The drive's LOCK is taken first and held until close: if another Drive has
+        it open (another process, or this one), DriveInUse, and nothing on the
+        drive is touched (its OPEN marker, temporaries and staged blobs are the
+        holder's, not a crash's).
+        """
         lay = layout.Layout(Path(root))
+        lock_fd: int | None = None
         try:
             if lay.identity.exists():
+                lock_fd = layout.take_lock(lay)
                 ident = layout.read_identity(lay)
                 conn = index.connect(lay.index, create=False)
             elif create:
                 ident = layout.create_layout(lay)
+                lock_fd = layout.take_lock(lay)
                 conn = index.connect(lay.index, create=True)
             else:
                 ident = layout.read_identity(lay)  # raises "not a Letterbox drive"
                 raise AssertionError("unreachable")
-        except OSError as exc:
-            raise DriveUnavailable(f"cannot open the drive at {root}: {exc}") from None
-        drive = cls(
-            lay,
-            conn,
-            ident,
-            keys,
-            settings or DriveSettings(),
-            limits or crypto.Argon2Limits(),
-            hostname,
-        )
+        except BaseException as exc:
+            if lock_fd is not None:
+                layout.release_lock(lock_fd)
+            if isinstance(exc, OSError):
+                raise DriveUnavailable(f"cannot open the drive at {root}: {exc}") from None
+            raise
+        try:
+            drive = cls(
+                lay,
+                conn,
+                ident,
+                keys,
+                settings or DriveSettings(),
+                limits or crypto.Argon2Limits(),
+                hostname,
+            )
+        except BaseException:
+            conn.close()
+            layout.release_lock(lock_fd)
+            raise
+        drive._lock_fd = lock_fd
         try:
             drive._load_addresses()
             drive.recovery = drive._recover()
@@ -180,6 +200,15 @@ class Drive:
         if self._closed:
             return
         self._closed = True
+        try:
+            self._close_files(clean=clean)
+        finally:
+            # Last: until here another opener would take our OPEN marker for a crash.
+            lock_fd, self._lock_fd = self._lock_fd, None
+            if lock_fd is not None:
+                layout.release_lock(lock_fd)
+
+    def _close_files(self, *, clean: bool) -> None:
         self._committer.close()
         os.close(self._sync_fd)
         self._pool.shutdown()
@@ -221,7 +250,10 @@ class Drive:
         self._addresses = {info.address: i for i, info in known.items()}
 
     def _recover(self) -> RecoveryReport:
-        """Remove what a crash can leave behind, so index and blobs agree again."""
+        """Remove what a crash can leave behind, so index and blobs agree again.
+
+        Only from open(), under the drive's LOCK: what it deletes would be a live
+        box's deliveries on their way if anyone else had the drive open."""
         report = RecoveryReport(crashed=self.layout.open_marker.exists())
         for entry in os.scandir(self.layout.tmp):
             if layout.TMP_NAME.match(entry.name):
