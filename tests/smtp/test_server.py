@@ -63,7 +63,7 @@ def test_smtplib_plain_message_reads_back_identical(box: Box):
         assert client.sendmail("x@example.org", [ALICE], MSG) == {}
     [stored] = box.messages(ALICE)
     assert strip_received(stored) == MSG
-    assert stored.startswith(b"Received: from ")
+    assert stored.startswith(b"Return-Path: <x@example.org>\r\nReceived: from ")
     assert b"with ESMTP id" in stored and b"for <alice@home.test>" in stored
 
 

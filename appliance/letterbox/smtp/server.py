@@ -39,7 +39,7 @@ from letterbox.config import SmtpSettings
 from letterbox.smtp import replies as R
 from letterbox.smtp.data import DataError, DataReader
 from letterbox.smtp.handler import Gateway, Transaction
-from letterbox.smtp.received import TlsInfo, ip_literal, received_header
+from letterbox.smtp.received import TlsInfo, ip_literal, received_header, return_path_header
 from letterbox.smtp.replies import Reply
 from letterbox.smtp.syntax import PathError, parse_path
 
@@ -539,7 +539,7 @@ class SmtpSession(SMTP):
             self._close_with(R.EARLY_DATA)
             self._reset_transaction()
             return
-        header = received_header(
+        header = return_path_header(txn.mail_from, utf8=txn.smtputf8) + received_header(
             helo=self.session.host_name or "",
             peer=self.peer,
             host=self.hostname,
