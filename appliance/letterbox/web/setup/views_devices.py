@@ -58,7 +58,8 @@ async def devices_page(request: web.Request) -> web.StreamResponse:
 @routes.get("/devices/certificate.pem")
 async def certificate(request: web.Request) -> web.StreamResponse:
     """The served certificate alone, re-encoded from its DER bytes (a configured file
-    that also holds the key or a chain hands on only the first certificate)."""
+    that also holds the key or a chain hands on only the first certificate). The type
+    is the one registered for PEM certificates (RFC 8555 §9.1; a chain of one)."""
     box = state_of(request).box
     path = tls.certificate_path(box.data_dir, box.cfg.smtp.tls_cert)
     try:
@@ -67,7 +68,7 @@ async def certificate(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound() from None
     return web.Response(
         body=tls.certificate_pem(der).encode("ascii"),
-        content_type="application/x-pem-file",
+        content_type="application/pem-certificate-chain",
         headers={"Content-Disposition": 'attachment; filename="letterbox-certificate.pem"'},
     )
 
