@@ -98,19 +98,21 @@ def parse_public_hostname(form: Form) -> str:
     return name
 
 
-def parse_postmaster(form: Form, mailboxes: list[str]) -> str:
-    """The mailbox for postmaster@ and abuse@: "" (the first one) or an existing one."""
+def parse_postmaster(form: Form, mailboxes: list[str], current: str) -> str:
+    """The mailbox for postmaster@ and abuse@: "" (the first one) or an existing one.
+    The current choice is kept even when it cannot be checked (the drive is offline)."""
     raw = form.text("postmaster", "Postmaster mail", max_len=320, required=False)
     choice = raw.strip().lower()
-    if choice and choice not in mailboxes:
+    if choice and choice != current and choice not in mailboxes:
         raise FormError("Postmaster mail: choose one of the mailboxes")
     return choice
 
 
-async def _addresses(request: web.Request) -> list[str]:
+async def _addresses(request: web.Request) -> list[str] | None:
+    """The mailbox addresses in the Mailboxes page's order; None while the drive is offline."""
     drive = state_of(request).drive()
     if drive is None:
-        return []
+        return None
     return [m.address for m in await asyncio.to_thread(drive.mailboxes)]
 
 
@@ -121,6 +123,9 @@ async def _page(request: web.Request, *, status: int = 200, error: str = "") -> 
     mailbox_domains = await asyncio.to_thread(drive.local_domains) if drive is not None else set()
     domains = sorted(set(cfg.smtp.local_domains) | mailbox_domains)
     addresses = await _addresses(request)
+    chosen = cfg.smtp.postmaster
+    # Offline: the choice stays selectable, so saving other settings keeps it.
+    choices = addresses if addresses is not None else [chosen] if chosen else []
     return render(
         request,
         "settings.html",
@@ -131,9 +136,10 @@ async def _page(request: web.Request, *, status: int = 200, error: str = "") -> 
         max_message_size=cfg.smtp.max_message_size.human(),
         keep_days=cfg.drive.keep_days,
         public_hostname=cfg.box.public_hostname,
-        mailboxes=addresses,
-        postmaster=cfg.smtp.postmaster,
-        postmaster_goes_to=chosen_mailbox(addresses, cfg.smtp.postmaster),
+        mailboxes=choices,
+        postmaster=chosen,
+        postmaster_offline=addresses is None,
+        postmaster_goes_to=chosen_mailbox(addresses or [], chosen),
         records={d: dns_records(d, cfg.box.public_hostname) for d in domains},
     )
 
@@ -153,7 +159,7 @@ async def save_settings(request: web.Request) -> web.StreamResponse:
         size = parse_size(form)
         keep_days = parse_keep_days(form)
         public = parse_public_hostname(form)
-        chosen = parse_postmaster(form, await _addresses(request))
+        chosen = parse_postmaster(form, await _addresses(request) or [], box.cfg.smtp.postmaster)
     except FormError as exc:
         return await _page(request, status=400, error=str(exc))
     changes = {
