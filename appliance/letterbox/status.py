@@ -113,8 +113,11 @@ def snapshot(app: Appliance, *, light: bool = False) -> dict[str, Any]:
         "claimed": code is None,
         "setup_code": code,
         "provisioning": provisioning_report(app.data_dir),
-        # What a person compares when a mail client asks to trust the certificate.
-        "tls": {"sha256": tls.box_fingerprint(app.data_dir, app.cfg.smtp.tls_cert)},
+        # What a person compares when a mail client asks to trust the certificate
+        # (not read for the periodic status line, which does not show it).
+        "tls": {
+            "sha256": None if light else tls.box_fingerprint(app.data_dir, app.cfg.smtp.tls_cert)
+        },
     }
     snap.update(mail_figures(app.drives.drive(), light=light))
     return snap
