@@ -173,7 +173,7 @@ class Gateway:
     # -- DATA --------------------------------------------------------------------------------
 
     def begin_body(self, txn: Transaction, trace_header: bytes) -> Reply | None:
-        """Write the Received header ahead of the body; a reply only if that failed."""
+        """Write the trace fields ahead of the body; a reply only if that failed."""
         return self.write(txn, trace_header)
 
     def write(self, txn: Transaction, data: bytes) -> Reply | None:
