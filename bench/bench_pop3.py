@@ -28,9 +28,9 @@ chunks and finds its end with one comparison per read. Only the RETRs are timed.
 Correctness: in the first session the client undoes the byte-stuffing and returns each
 message's header section and a SHA-256 of its body. Each sent message must come back once,
 its body byte-identical and its header section ending with the sent header section: the
-servers only prepend trace fields (Letterbox: Received; Dovecot: Return-Path, Delivered-To,
-Received), which the report names. In the timed sessions each response (as sent on the wire)
-must have the same length and CRC-32 as in the checked session.
+servers only prepend trace fields (Letterbox: Return-Path, Received; Dovecot: Return-Path,
+Delivered-To, Received), which the report names. In the timed sessions each response (as sent
+on the wire) must have the same length and CRC-32 as in the checked session.
 
 Memory: the summed PSS of all the server's processes is sampled every 100 ms during the
 RETRs; each process's RSS high-water mark (VmHWM) is reset when the RETRs start and read

@@ -293,6 +293,8 @@ class Appliance:
             if self.web
             else "  web   not listening (see the log)",
             f"  data  {self.data_dir}  (drive: {self.cfg.drive_path(self.data_dir)})",
+            "  TLS   certificate SHA-256 "
+            + (tls.box_fingerprint(self.data_dir, self.cfg.smtp.tls_cert) or "unavailable"),
         ]
         if self.drive is None:
             lines.append("  the drive is unavailable: mail is answered 451 (try later)")

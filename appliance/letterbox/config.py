@@ -103,6 +103,10 @@ class SmtpSettings:
     local_domains: list[str] = field(default_factory=list)
     max_message_size: Size = Size(50 << 20)
     max_recipients: int = 100
+    # The mailbox (its address) that gets postmaster@ and abuse@ of every local domain
+    # and bare <postmaster> (RFC 5321 §4.5.1, RFC 2142) unless a mailbox of that name
+    # exists. Empty, or a mailbox that no longer exists: the first mailbox.
+    postmaster: str = ""
     # Idle timeout in seconds; DATA progress counts as activity.
     timeout: int = 300
     max_connections_per_address: int = 20

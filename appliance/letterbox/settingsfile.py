@@ -29,6 +29,7 @@ KEYS: frozenset[tuple[str, str]] = frozenset(
     {
         ("smtp", "local_domains"),
         ("smtp", "max_message_size"),
+        ("smtp", "postmaster"),
         ("drive", "keep_days"),
         ("box", "public_hostname"),
     }

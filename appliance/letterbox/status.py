@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from letterbox import __version__, claim
+from letterbox import __version__, claim, tls
 
 if TYPE_CHECKING:
     from letterbox.app import Appliance
@@ -113,6 +113,11 @@ def snapshot(app: Appliance, *, light: bool = False) -> dict[str, Any]:
         "claimed": code is None,
         "setup_code": code,
         "provisioning": provisioning_report(app.data_dir),
+        # What a person compares when a mail client asks to trust the certificate
+        # (not read for the periodic status line, which does not show it).
+        "tls": {
+            "sha256": None if light else tls.box_fingerprint(app.data_dir, app.cfg.smtp.tls_cert)
+        },
     }
     snap.update(mail_figures(app.drives.drive(), light=light))
     return snap
@@ -211,6 +216,8 @@ def format_status(snap: dict[str, Any]) -> str:
         lines.append(f"  LAN name   {mdns['name'].rstrip('.')} (mDNS)")
     else:
         lines.append("  LAN name   not announced (mDNS off)")
+    fp = (snap.get("tls") or {}).get("sha256")
+    lines.append(f"  TLS        certificate SHA-256 {fp or 'unavailable (see the log)'}")
     report = snap.get("provisioning")
     if report is not None and not report.get("ok"):
         lines.append(

@@ -13,8 +13,10 @@ drive: a drive moved to another box must not carry this box's identity.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
 import os
+import re
 import ssl
 from pathlib import Path
 
@@ -24,6 +26,9 @@ log = logging.getLogger(__name__)
 
 TLS_DIR = "box/tls"
 VALID_DAYS = 3650
+_PEM_CERT = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n(.+?)-----END CERTIFICATE-----", re.DOTALL
+)
 
 
 def self_signed_paths(data_dir: Path) -> tuple[Path, Path]:
@@ -93,3 +98,43 @@ def box_context(data_dir: Path, hostname: str, cert: str = "", key: str = "") ->
     if cert:
         return server_context(Path(cert), Path(key))
     return server_context(*ensure_self_signed(data_dir, hostname))
+
+
+# -- what a person pins in a mail client ----------------------------------------------
+
+
+def certificate_path(data_dir: Path, configured: str = "") -> Path:
+    """The certificate file the listeners serve: `smtp.tls_cert`, else the self-signed one."""
+    return Path(configured) if configured else self_signed_paths(data_dir)[0]
+
+
+def leaf_certificate(path: Path) -> bytes:
+    """The DER bytes of the first certificate in a PEM file (the server's own, ahead of
+    any chain). Only CERTIFICATE blocks are read, so a file that also holds the key
+    never hands it on. Raises OSError, or ValueError for a file without a certificate."""
+    match = _PEM_CERT.search(path.read_bytes())
+    if match is None:
+        raise ValueError(f"{path} holds no PEM certificate")
+    pem = b"-----BEGIN CERTIFICATE-----\n" + match.group(1) + b"-----END CERTIFICATE-----\n"
+    return ssl.PEM_cert_to_DER_cert(pem.decode("ascii"))
+
+
+def fingerprint(der: bytes) -> str:
+    """SHA-256 of the DER certificate as browsers and `openssl x509 -fingerprint
+    -sha256` show it: upper-case hex pairs joined by colons."""
+    return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+
+
+def certificate_pem(der: bytes) -> str:
+    """The certificate alone, PEM-encoded, for download (never the key)."""
+    return ssl.DER_cert_to_PEM_cert(der)
+
+
+def box_fingerprint(data_dir: Path, configured: str = "") -> str | None:
+    """The served certificate's fingerprint, for the setup page, the banner and
+    `letterbox status`; None when there is no readable certificate (yet)."""
+    try:
+        return fingerprint(leaf_certificate(certificate_path(data_dir, configured)))
+    except (OSError, ValueError) as exc:
+        log.debug("no certificate fingerprint: %s", exc)
+        return None

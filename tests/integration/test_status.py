@@ -6,6 +6,7 @@ import json
 import os
 import smtplib
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,21 @@ def test_status_of_a_running_box(tmp_path: Path) -> None:
         }
         assert snap["mdns"] == {"enabled": False, "name": None, "services": []}  # --dev
         assert (snap["claimed"], snap["setup_code"]) == (False, code)
+        cert = (data / "box" / "tls" / "cert.pem").read_bytes()
+        fingerprint = (
+            subprocess.run(
+                ["openssl", "x509", "-noout", "-fingerprint", "-sha256"],
+                input=cert,
+                capture_output=True,
+                check=True,
+                timeout=30,
+            )
+            .stdout.decode()
+            .strip()
+            .partition("=")[2]
+        )
+        assert snap["tls"] == {"sha256": fingerprint}
+        assert f"  TLS   certificate SHA-256 {fingerprint}\n" in run.out  # the banner
         mode = os.stat(data / "run" / "control.sock").st_mode
         assert stat.S_IMODE(mode) == 0o600
 
@@ -67,6 +83,7 @@ def test_status_of_a_running_box(tmp_path: Path) -> None:
         assert f"pop3s      127.0.0.1 port {run.pop3s_port} (implicit TLS)" in text
         assert f"setup code {code}" in text
         assert "online at" in text
+        assert f"  TLS        certificate SHA-256 {fingerprint}\n" in text
     finally:
         assert run.stop() == 0
     assert not (data / "run" / "control.sock").exists()

@@ -103,9 +103,12 @@ def box(make_box: Callable[..., Box]) -> Box:
 
 
 def strip_received(message: bytes) -> bytes:
-    """The message without the Received header the gateway prepended (and only that)."""
-    assert message.startswith(b"Received: "), message[:80]
-    end = 0
+    """The message without the trace fields the gateway prepended (and only those):
+    one Return-Path line (RFC 5321 §4.4), then the folded Received header."""
+    assert message.startswith(b"Return-Path: <"), message[:80]
+    end = message.index(b"\r\n") + 2
+    assert message[end - 3 : end] == b">\r\n", message[:end]
+    assert message[end:].startswith(b"Received: "), message[:160]
     while True:
         end = message.index(b"\r\n", end) + 2
         if message[end : end + 1] not in (b"\t", b" "):

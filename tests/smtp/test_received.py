@@ -1,10 +1,10 @@
-"""The Received header (RFC 5321 §4.4)."""
+"""The trace fields: Return-Path and Received (RFC 5321 §4.4)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from letterbox.smtp.received import TlsInfo, protocol, received_header
+from letterbox.smtp.received import TlsInfo, protocol, received_header, return_path_header
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -55,3 +55,11 @@ def test_protocol_names():
     assert protocol(True, True, False) == "ESMTPS"
     assert protocol(True, False, True) == "UTF8SMTP"
     assert protocol(True, True, True) == "UTF8SMTPS"
+
+
+def test_return_path_is_the_reverse_path_in_angle_brackets():
+    assert return_path_header("x@example.org") == b"Return-Path: <x@example.org>\r\n"
+    assert return_path_header("") == b"Return-Path: <>\r\n"  # the null reverse-path
+    assert return_path_header("jörg@example.org", utf8=True) == (
+        "Return-Path: <jörg@example.org>\r\n".encode()
+    )

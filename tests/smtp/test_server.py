@@ -63,7 +63,7 @@ def test_smtplib_plain_message_reads_back_identical(box: Box):
         assert client.sendmail("x@example.org", [ALICE], MSG) == {}
     [stored] = box.messages(ALICE)
     assert strip_received(stored) == MSG
-    assert stored.startswith(b"Received: from ")
+    assert stored.startswith(b"Return-Path: <x@example.org>\r\nReceived: from ")
     assert b"with ESMTP id" in stored and b"for <alice@home.test>" in stored
 
 
@@ -150,11 +150,21 @@ def test_eight_bit_body_is_stored_untouched(box: Box):
     assert strip_received(box.messages(ALICE)[0]) == body
 
 
+def test_a_bounce_gets_the_null_return_path(box: Box):
+    """RFC 5321 §4.4: the reverse-path of MAIL FROM:<> is recorded as "<>"."""
+    with smtplib.SMTP("127.0.0.1", box.port) as client:
+        assert client.sendmail("<>", [ALICE], MSG) == {}
+    [stored] = box.messages(ALICE)
+    assert stored.startswith(b"Return-Path: <>\r\nReceived: from ")
+    assert strip_received(stored) == MSG
+
+
 def test_smtputf8_addresses(box: Box):
     with smtplib.SMTP("127.0.0.1", box.port) as client:
         client.sendmail("jürgen@example.org", ["jörg@home.test"], MSG, mail_options=["SMTPUTF8"])
     [stored] = box.messages("jörg@home.test")
     assert strip_received(stored) == MSG
+    assert stored.startswith("Return-Path: <jürgen@example.org>\r\nReceived: ".encode())
     assert b"with UTF8SMTP id" in stored and "for <jörg@home.test>".encode() in stored
 
 

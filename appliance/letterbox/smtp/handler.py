@@ -10,6 +10,8 @@ Policy, as docs/design.md, "Gateway (SMTP)" has it:
 * mail only for local domains: those of the drive's mailboxes plus
   `smtp.local_domains`; anything else is 554 5.7.1, so the box is never a relay;
 * an unknown local recipient is refused at RCPT (550 5.1.1), before any body;
+  postmaster@ and abuse@ of a local domain, and bare <postmaster>, always have a
+  mailbox (postmaster.py), or 450 4.2.1 while the box has none at all;
 * `max_recipients` accepted recipients per message, then 452 4.5.3
   (RFC 5321 §4.5.3.1.10: the client sends the rest in another transaction);
 * SIZE= larger than `max_message_size` is refused at MAIL (RFC 1870), larger
@@ -43,6 +45,7 @@ from letterbox.drive import (
     StorageFull,
 )
 from letterbox.logsafe import escape
+from letterbox.smtp import postmaster
 from letterbox.smtp import replies as R
 from letterbox.smtp.replies import Reply
 from letterbox.smtp.syntax import domain_of
@@ -128,26 +131,38 @@ class Gateway:
         if len(txn.recipients) >= self.settings.max_recipients:
             return R.TOO_MANY_RECIPIENTS
         drive = self._drive()
-        if address == "postmaster":  # RFC 5321 §4.5.1: <postmaster> with no domain
-            address = self._postmaster(drive)
-        domain = domain_of(address)
-        if domain not in self._config_domains:
-            if drive is None:
-                return R.DRIVE_UNAVAILABLE  # its mailboxes may make the domain local
-            try:
-                local = domain in drive.local_domains()
-            except DriveError as exc:
-                return reply_for(exc)
-            if not local:
-                return R.RELAY_DENIED
+        bare = "@" not in address  # only <postmaster> has no domain (syntax.py)
+        if not bare:
+            domain = domain_of(address)
+            if domain not in self._config_domains:
+                if drive is None:
+                    return R.DRIVE_UNAVAILABLE  # its mailboxes may make the domain local
+                try:
+                    local = domain in drive.local_domains()
+                except DriveError as exc:
+                    return reply_for(exc)
+                if not local:
+                    return R.RELAY_DENIED
         if drive is None:
             return R.DRIVE_UNAVAILABLE
         try:
-            if drive.find_mailbox(address) is None:
-                return R.UNKNOWN_USER
+            mailbox = address
+            if drive.recipient(address) is None:
+                if not postmaster.is_role(address):
+                    return R.UNKNOWN_USER
+                # RFC 5321 §4.5.1, RFC 2142: postmaster@ and abuse@ of every served
+                # domain, and bare <postmaster>, go to the mailbox the admin picked.
+                target = postmaster.role_mailbox(
+                    address, [m.address for m in drive.mailboxes()], self.settings.postmaster
+                )
+                if target is None:
+                    return R.POSTMASTER_UNAVAILABLE
+                mailbox = target
+                if bare:  # the trace names a full address (RFC 5321 §4.4 "for")
+                    address = f"postmaster@{domain_of(target)}"
             if txn.delivery is None:
                 txn.delivery = drive.begin(txn.mail_from)
-            txn.delivery.add_recipient(address, size_hint=txn.size_hint)
+            txn.delivery.add_recipient(mailbox, size_hint=txn.size_hint)
         except DriveError as exc:
             return reply_for(exc)
         except Exception:
@@ -156,17 +171,10 @@ class Gateway:
         txn.recipients.append(address)
         return R.RECIPIENT_OK
 
-    def _postmaster(self, drive: Drive | None) -> str:
-        domains = sorted(self._config_domains | (drive.local_domains() if drive else set()))
-        for domain in domains:
-            if drive is not None and drive.find_mailbox(f"postmaster@{domain}"):
-                return f"postmaster@{domain}"
-        return f"postmaster@{domains[0]}" if domains else "postmaster@invalid"
-
     # -- DATA --------------------------------------------------------------------------------
 
     def begin_body(self, txn: Transaction, trace_header: bytes) -> Reply | None:
-        """Write the Received header ahead of the body; a reply only if that failed."""
+        """Write the trace fields ahead of the body; a reply only if that failed."""
         return self.write(txn, trace_header)
 
     def write(self, txn: Transaction, data: bytes) -> Reply | None:

@@ -1,6 +1,7 @@
-"""The Received: trace header prepended to every stored message (RFC 5321 §4.4).
+"""The trace fields prepended to every stored message (RFC 5321 §4.4).
 
-It is the only change the gateway makes to a message. Everything the client
+Return-Path (the reverse-path, added at final delivery, which the box is) over
+Received: they are the only change the gateway makes to a message. Everything the client
 chose (its HELO name) is reduced to harmless characters first, because it ends
 up in a header that mail clients parse. The "for" clause names the recipient
 only when there is exactly one: the message is stored once for all of its local
@@ -44,6 +45,15 @@ def protocol(extended: bool, tls: bool, utf8: bool) -> str:
     if extended:
         return "ESMTPS" if tls else "ESMTP"
     return "SMTP"
+
+
+def return_path_header(reverse_path: str, *, utf8: bool = False) -> bytes:
+    """`Return-Path: <reverse-path>` (RFC 5321 §4.4; the null reverse-path is `<>`).
+
+    The address passed MAIL's syntax check (syntax.py), so it holds no CR, LF or
+    angle bracket; non-ASCII only in an SMTPUTF8 transaction (RFC 6532 §3.2)."""
+    charset = "utf-8" if utf8 else "ascii"
+    return f"Return-Path: <{reverse_path}>\r\n".encode(charset, "replace")
 
 
 def received_header(

@@ -83,6 +83,10 @@ BAD_RECIPIENT = Reply(501, "5.1.3", "Bad recipient address syntax")
 UTF8_UNDECLARED = Reply(553, "5.6.7", "Non-ASCII address needs the SMTPUTF8 parameter (RFC 6531)")
 RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied: this box takes mail for its own domains")
 UNKNOWN_USER = Reply(550, "5.1.1", "No such mailbox here")
+# RFC 5321 §4.5.1 makes postmaster mandatory, so it is never 550; with no mailbox on
+# the box yet there is nowhere to keep it: 450 (§4.2.2 "mailbox unavailable") and
+# X.2.1 (RFC 3463: the mailbox exists but does not accept messages for now).
+POSTMASTER_UNAVAILABLE = Reply(450, "4.2.1", "No mailbox here yet takes postmaster mail; try later")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients; send the rest in another message")
 
 # -- size and storage --------------------------------------------------------------------

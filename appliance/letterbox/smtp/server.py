@@ -40,7 +40,7 @@ from letterbox.logsafe import escape
 from letterbox.smtp import replies as R
 from letterbox.smtp.data import DataError, DataReader
 from letterbox.smtp.handler import Gateway, Transaction
-from letterbox.smtp.received import TlsInfo, ip_literal, received_header
+from letterbox.smtp.received import TlsInfo, ip_literal, received_header, return_path_header
 from letterbox.smtp.replies import Reply
 from letterbox.smtp.syntax import PathError, parse_path
 
@@ -550,7 +550,7 @@ class SmtpSession(SMTP):
             self._close_with(R.EARLY_DATA)
             self._reset_transaction()
             return
-        header = received_header(
+        header = return_path_header(txn.mail_from, utf8=txn.smtputf8) + received_header(
             helo=self._session.host_name or "",
             peer=self.peer,
             host=self.hostname,

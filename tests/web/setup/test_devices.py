@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import plistlib
+import subprocess
+from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from letterbox import crypto
+from letterbox import crypto, tls
 from letterbox.lan.mdns import Announcer
 from letterbox.web.setup import autoconfig, context, qr, views_devices
 
@@ -189,5 +191,72 @@ def test_without_an_announced_name_the_configured_host_name_is_used(
         assert '<code class="copy">mail.home.arpa</code>' in text
         body = await (await page.client.get(AUTOCONFIG_PATHS[1])).read()
         assert {e.text for e in ET.fromstring(body).iter("hostname")} == {"mail.home.arpa"}
+
+    run_page(scenario, claimed=True)
+
+
+def openssl_fingerprint(pem: bytes) -> str:
+    """What a person sees with `openssl x509 -fingerprint -sha256` (a real process)."""
+    done = subprocess.run(
+        ["openssl", "x509", "-noout", "-fingerprint", "-sha256"],
+        input=pem,
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    return done.stdout.decode().strip().partition("=")[2]
+
+
+def test_devices_show_the_certificate_fingerprint_and_offer_the_certificate(
+    run_page: Any, setup_box: SetupBox
+) -> None:
+    cert, _ = tls.ensure_self_signed(setup_box.data_dir, "letterbox.local")
+    expected = openssl_fingerprint(cert.read_bytes())
+    assert len(expected) == 95  # 32 upper-case hex pairs and 31 colons
+
+    async def scenario(page: Page) -> None:
+        _, text, _ = await page.get("/devices")
+        assert f'<code class="copy" id="fingerprint">{expected}</code>' in text
+        status, body, resp = await page.get("/devices/certificate.pem")
+        assert status == 200
+        assert resp.headers["Content-Type"] == "application/pem-certificate-chain"
+        assert "attachment" in resp.headers["Content-Disposition"]
+        assert openssl_fingerprint(body.encode()) == expected
+        assert "PRIVATE KEY" not in body
+
+    run_page(scenario, claimed=True)
+
+
+def test_a_configured_file_with_key_and_chain_hands_on_only_the_leaf(
+    run_page: Any, setup_box: SetupBox, tmp_path: Path
+) -> None:
+    """`smtp.tls_cert` may be one file with the certificate, its chain and the key
+    (the listeners load it so): the download is the first certificate alone."""
+    leaf, key = tls.ensure_self_signed(tmp_path / "a", "mail.example.org")
+    other, _ = tls.ensure_self_signed(tmp_path / "b", "ca.example.org")
+    combined = tmp_path / "combined.pem"
+    combined.write_bytes(key.read_bytes() + leaf.read_bytes() + other.read_bytes())
+    smtp = dataclasses.replace(setup_box.cfg.smtp, tls_cert=str(combined), tls_key=str(combined))
+    setup_box.cfg = dataclasses.replace(setup_box.cfg, smtp=smtp)
+    expected = openssl_fingerprint(leaf.read_bytes())
+
+    async def scenario(page: Page) -> None:
+        _, text, _ = await page.get("/devices")
+        assert expected in text
+        _, body, _ = await page.get("/devices/certificate.pem")
+        assert body.count("BEGIN CERTIFICATE") == 1 and "PRIVATE KEY" not in body
+        assert openssl_fingerprint(body.encode()) == expected
+
+    run_page(scenario, claimed=True)
+
+
+def test_without_a_certificate_the_page_says_so_and_the_download_is_404(
+    run_page: Any, setup_box: SetupBox
+) -> None:
+    async def scenario(page: Page) -> None:
+        _, text, _ = await page.get("/devices")
+        assert "not available (see the log)" in text and 'id="fingerprint"' not in text
+        status, _, _ = await page.get("/devices/certificate.pem")
+        assert status == 404
 
     run_page(scenario, claimed=True)

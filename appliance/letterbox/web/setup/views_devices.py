@@ -6,6 +6,10 @@ offers the Thunderbird autoconfiguration (public: Thunderbird fetches it before
 anyone logs in) and an Apple profile per mailbox, and a QR code of the profile's
 address for a phone's camera. The profile path names the mailbox by its random id,
 so neither the address nor anything secret appears in a URL or the access log.
+
+It also shows the TLS certificate's SHA-256 fingerprint (letterbox.tls) and offers
+the certificate itself, so a person can compare or pin what a mail client shows
+for the box's self-signed certificate; only the certificate, never the key.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 
 from aiohttp import web
 
+from letterbox import tls
 from letterbox.drive import MailboxInfo, MailboxNotFound
 from letterbox.web.setup import autoconfig, mobileconfig, qr
 from letterbox.web.setup.context import Box, lan_name, state_of
@@ -38,6 +43,7 @@ async def devices_page(request: web.Request) -> web.StreamResponse:
     box = state_of(request).box
     drive = state_of(request).drive()
     mailboxes = await asyncio.to_thread(drive.mailboxes) if drive is not None else []
+    fingerprint = await asyncio.to_thread(tls.box_fingerprint, box.data_dir, box.cfg.smtp.tls_cert)
     return render(
         request,
         "devices.html",
@@ -45,6 +51,25 @@ async def devices_page(request: web.Request) -> web.StreamResponse:
         ports=box.ports(),
         base=base_url(box),
         offline=drive is None,
+        fingerprint=fingerprint,
+    )
+
+
+@routes.get("/devices/certificate.pem")
+async def certificate(request: web.Request) -> web.StreamResponse:
+    """The served certificate alone, re-encoded from its DER bytes (a configured file
+    that also holds the key or a chain hands on only the first certificate). The type
+    is the one registered for PEM certificates (RFC 8555 §9.1; a chain of one)."""
+    box = state_of(request).box
+    path = tls.certificate_path(box.data_dir, box.cfg.smtp.tls_cert)
+    try:
+        der = await asyncio.to_thread(tls.leaf_certificate, path)
+    except (OSError, ValueError):
+        raise web.HTTPNotFound() from None
+    return web.Response(
+        body=tls.certificate_pem(der).encode("ascii"),
+        content_type="application/pem-certificate-chain",
+        headers={"Content-Disposition": 'attachment; filename="letterbox-certificate.pem"'},
     )
 
 

@@ -1,5 +1,5 @@
-"""Mail settings: local domains, message size limit, retention, and the DNS records
-the household should publish.
+"""Mail settings: local domains, message size limit, retention, the mailbox that
+gets postmaster@ and abuse@ mail, and the DNS records the household should publish.
 
 A change is saved to DATA/box/settings.toml (letterbox.settingsfile) and applied
 to the running box at once (`Box.apply_settings`): the next SMTP session sees the
@@ -17,6 +17,7 @@ from aiohttp import web
 
 from letterbox import config, settingsfile
 from letterbox.config import Size
+from letterbox.smtp.postmaster import chosen_mailbox
 from letterbox.web.setup.context import state_of
 from letterbox.web.setup.forms import Form, FormError, read_form
 from letterbox.web.setup.pages import redirect, render
@@ -38,19 +39,20 @@ class Record:
 
 
 def dns_records(domain: str, public_hostname: str) -> list[Record]:
-    """What to publish for `domain` (RFC 5321 §5.1 MX, RFC 7208 SPF, RFC 7489 DMARC).
+    """What to publish for `domain` while the box only receives mail.
 
-    MX points at the household's public host name; SPF says only the MX hosts send
-    for the domain; DMARC asks receivers to quarantine what fails and report to
-    postmaster. DKIM joins once the box sends mail itself.
+    MX (RFC 5321 §5.1) points at the household's public host name. DMARC (RFC 7489)
+    with p=none asks for aggregate reports to postmaster@ of the domain, which the
+    box always accepts (smtp/postmaster.py), and tells receivers to change nothing.
+    No SPF record and no stricter DMARC policy: the household's outgoing mail
+    leaves through its provider, not this box, so `v=spf1 mx -all` or p=quarantine
+    would make receivers distrust or bin it. SPF, DKIM and a stricter policy belong
+    to whoever sends the mail (and join here once the box sends itself).
     """
     target = f"{public_hostname}." if public_hostname else "(your public host name)."
     return [
         Record(f"{domain}.", "MX", f"10 {target}"),
-        Record(f"{domain}.", "TXT", "v=spf1 mx -all"),
-        Record(
-            f"_dmarc.{domain}.", "TXT", f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}"
-        ),
+        Record(f"_dmarc.{domain}.", "TXT", f"v=DMARC1; p=none; rua=mailto:postmaster@{domain}"),
     ]
 
 
@@ -96,12 +98,34 @@ def parse_public_hostname(form: Form) -> str:
     return name
 
 
+def parse_postmaster(form: Form, mailboxes: list[str], current: str) -> str:
+    """The mailbox for postmaster@ and abuse@: "" (the first one) or an existing one.
+    The current choice is kept even when it cannot be checked (the drive is offline)."""
+    raw = form.text("postmaster", "Postmaster mail", max_len=320, required=False)
+    choice = raw.strip().lower()
+    if choice and choice != current and choice not in mailboxes:
+        raise FormError("Postmaster mail: choose one of the mailboxes")
+    return choice
+
+
+async def _addresses(request: web.Request) -> list[str] | None:
+    """The mailbox addresses in the Mailboxes page's order; None while the drive is offline."""
+    drive = state_of(request).drive()
+    if drive is None:
+        return None
+    return [m.address for m in await asyncio.to_thread(drive.mailboxes)]
+
+
 async def _page(request: web.Request, *, status: int = 200, error: str = "") -> web.Response:
     box = state_of(request).box
     cfg = box.cfg
     drive = state_of(request).drive()
     mailbox_domains = await asyncio.to_thread(drive.local_domains) if drive is not None else set()
     domains = sorted(set(cfg.smtp.local_domains) | mailbox_domains)
+    addresses = await _addresses(request)
+    chosen = cfg.smtp.postmaster
+    # Offline: the choice stays selectable, so saving other settings keeps it.
+    choices = addresses if addresses is not None else [chosen] if chosen else []
     return render(
         request,
         "settings.html",
@@ -112,6 +136,10 @@ async def _page(request: web.Request, *, status: int = 200, error: str = "") -> 
         max_message_size=cfg.smtp.max_message_size.human(),
         keep_days=cfg.drive.keep_days,
         public_hostname=cfg.box.public_hostname,
+        mailboxes=choices,
+        postmaster=chosen,
+        postmaster_offline=addresses is None,
+        postmaster_goes_to=chosen_mailbox(addresses or [], chosen),
         records={d: dns_records(d, cfg.box.public_hostname) for d in domains},
     )
 
@@ -131,17 +159,20 @@ async def save_settings(request: web.Request) -> web.StreamResponse:
         size = parse_size(form)
         keep_days = parse_keep_days(form)
         public = parse_public_hostname(form)
+        chosen = parse_postmaster(form, await _addresses(request) or [], box.cfg.smtp.postmaster)
     except FormError as exc:
         return await _page(request, status=400, error=str(exc))
     changes: settingsfile.Overrides = {
-        "smtp": {"local_domains": domains, "max_message_size": int(size)},
+        "smtp": {"local_domains": domains, "max_message_size": int(size), "postmaster": chosen},
         "drive": {"keep_days": keep_days},
         "box": {"public_hostname": public},
     }
     cfg = box.cfg
     new_cfg = dataclasses.replace(
         cfg,
-        smtp=dataclasses.replace(cfg.smtp, local_domains=domains, max_message_size=size),
+        smtp=dataclasses.replace(
+            cfg.smtp, local_domains=domains, max_message_size=size, postmaster=chosen
+        ),
         drive=dataclasses.replace(cfg.drive, keep_days=keep_days),
         box=dataclasses.replace(cfg.box, public_hostname=public),
     )
