@@ -178,6 +178,28 @@ def test_a_25_mb_message_streams_in_bounded_memory(run: Run):
     assert strip_received(stored[1]) == big
 
 
+@pytest.mark.slow
+def test_a_ten_megabyte_line_streams_through_in_bounded_memory(tmp_path: Path):
+    # Measured on a box of its own, by sampling its RSS: the test process's own
+    # peak (VmHWM) was set long before by the Argon2id tests and says nothing.
+    config = write_config(tmp_path / "letterbox.toml", smtp="max_line_length = 0\n")
+    r = Run(tmp_path / "data", config)  # max_line_length 0: no limit, the line is stored
+    try:
+        with smtplib.SMTP("127.0.0.1", r.port) as client:
+            client.sendmail("me@example.org", [SAMPLE], MSG)  # warm up the paths used
+        message = b"Subject: one long line\r\n\r\n" + b"L" * (10 * 1024 * 1024) + b"\r\n"
+        with r.rss_growth() as rss, smtplib.SMTP("127.0.0.1", r.port) as client:
+            client.sendmail("me@example.org", [SAMPLE], message)
+        print(f"RSS idle {rss.idle} KiB, peak {rss.peak} KiB, growth {rss.growth} KiB")
+        # A server that held the line (or the message) would grow by 10 MiB or more.
+        assert rss.growth <= 8 * 1024, f"server RSS grew by {rss.growth} KiB for a 10 MB line"
+        assert r.stop() == 0
+    finally:
+        r.kill()
+    stored = read_mailbox(r.data, r.password())
+    assert strip_received(stored[1]) == message
+
+
 def test_the_port_in_use_is_a_clear_error(run: Run, tmp_path: Path):
     other = subprocess.run(
         [
