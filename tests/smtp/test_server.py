@@ -243,6 +243,64 @@ def test_command_lines_must_end_with_crlf(box: Box, wire):
     assert w.cmd("NOOP").startswith("250 2.0.0")
 
 
+# -- MAIL and RCPT parameters -------------------------------------------------------------------
+
+# RFC 5321 §4.1.1.11: a parameter the server does not recognise or implement is
+# 555; a recognised one with a bad value is a syntax error, 501 (SIZE: RFC 1870 §6,
+# a number of octets; BODY: RFC 6152 §2). A refused MAIL starts no transaction.
+MAIL_REFUSALS = [
+    ("FOO=bar", "555 5.5.4"),
+    ("RET=HDRS", "555 5.5.4"),  # DSN (RFC 3461) is not offered
+    ("ENVID=abc", "555 5.5.4"),
+    ("AUTH=<>", "555 5.5.4"),  # AUTH (RFC 4954) is not offered
+    ("SIZE=10 XTRA", "555 5.5.4"),
+    ("SIZE=abc", "501 5.5.4"),
+    ("SIZE", "501 5.5.4"),
+    ("SIZE=-1", "501 5.5.4"),
+    ("SIZE=1e3", "501 5.5.4"),
+    ("SIZE=\uff11\uff12", "501 5.5.4"),  # full-width digits pass str.isdigit()
+    ("SIZE=1 SIZE=2", "501 5.1.7"),  # twice
+    ("BODY=BINARYMIME", "501 5.5.4"),  # CHUNKING/BINARYMIME (RFC 3030) not offered
+    ("BODY", "501 5.5.4"),
+    ("SMTPUTF8=yes", "501 5.5.4"),  # RFC 6531 §3.4: no value
+    ("=x", "501 5.1.7"),
+    ("SIZE=" + "9" * 30, "552 5.3.4"),  # well-formed, but over the limit
+]
+
+
+@pytest.mark.parametrize(("params", "reply"), MAIL_REFUSALS)
+def test_mail_parameter_refusals(box: Box, wire, params: str, reply: str):
+    w = wire()
+    assert w.cmd(f"MAIL FROM:<x@example.org> {params}").startswith(reply + " ")
+    assert w.cmd("RCPT TO:<alice@home.test>").startswith("503 5.5.1")  # no transaction
+    assert send_raw(w, MSG + b".\r\n").startswith("250 2.0.0")  # the session goes on
+
+
+@pytest.mark.parametrize(
+    "params", ["NOTIFY=NEVER", "ORCPT=rfc822;a@example.org", "SIZE=10", "BODY=8BITMIME", "X"]
+)
+def test_rcpt_parameters_are_not_implemented(box: Box, wire, params: str):
+    # No DSN is offered, so no RCPT parameter is known (RFC 5321 §4.1.1.11: 555),
+    # and the recipient is not added.
+    w = wire()
+    assert w.cmd("MAIL FROM:<x@example.org>").startswith("250 2.1.0")
+    assert w.cmd(f"RCPT TO:<alice@home.test> {params}").startswith("555 5.5.4 ")
+    assert w.cmd("DATA").startswith("554 5.5.1")  # no valid recipients
+    assert box.messages(ALICE) == []
+
+
+def test_known_parameters_in_any_case_are_accepted(box: Box, wire):
+    w = wire()
+    assert w.cmd("MAIL FROM:<x@example.org> size=100 body=8bitmime Smtputf8").startswith(
+        "250 2.1.0"
+    )
+    assert w.cmd("RCPT TO:<alice@home.test>").startswith("250 2.1.5")
+    assert w.cmd("DATA").startswith("354")
+    w.send(MSG + b".\r\n")
+    assert w.line().startswith("250 2.0.0")
+    assert [strip_received(m) for m in box.messages(ALICE)] == [MSG]
+
+
 # -- size --------------------------------------------------------------------------------------
 
 
