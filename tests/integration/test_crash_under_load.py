@@ -132,7 +132,9 @@ def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path: Path):
     logs.append(run.stderr())
 
     big = sum(1 for m in acked.values() if len(m) > 128 * 1024)
-    print(f"{len(acked)} acknowledged ({big} over 128 KiB) of {len(sent)} begun; {len(served)} served")
+    print(
+        f"{len(acked)} acknowledged ({big} over 128 KiB) of {len(sent)} begun; {len(served)} served"
+    )
     assert len(acked) >= ROUNDS * 2 and big > 0, "the load never got going"
     stored = [strip_received(m) for m in served]
     by_content = set(stored)
