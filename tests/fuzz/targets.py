@@ -56,14 +56,17 @@ def data_model(wire: bytes) -> tuple[bytes, bool, bytes] | None:
     return message, bare, buf[end + len(END) :]
 
 
-def feed(wire: bytes, cuts: list[int], max_size: int, max_line: int = 0) -> tuple:
+Fed = tuple[bytes, "DataError | None", bool, bytes, int, int]
+
+
+def feed(wire: bytes, cuts: list[int], max_size: int, max_line: int = 0) -> Fed:
     """Feed `wire` cut at `cuts`; return (output, error, done, rest, size, received)."""
     reader = DataReader(max_size, max_line)
     out = []
     rest = b""
     pieces = []
     last = 0
-    for cut in sorted(set(c for c in cuts if 0 < c < len(wire))):
+    for cut in sorted({c for c in cuts if 0 < c < len(wire)}):
         pieces.append(wire[last:cut])
         last = cut
     pieces.append(wire[last:])
