@@ -19,7 +19,7 @@ BOARD ?= qemu-x86_64
 # Host ports forwarded to the guest by make qemu.
 QEMU_PORTS ?= --smtp-port 2525 --pop3-port 1110 --pop3s-port 1995 --web-port 8080 --ssh-port 2222
 
-.PHONY: run test test-fast bench lint clean image qemu
+.PHONY: run test test-fast bench lint clean image qemu fuzz
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,24 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
+
+# Long fuzz runs (make test runs the same targets briefly): atheris, coverage-guided, on
+# smtp/data.py, smtp/syntax.py and the POP3 session for FUZZ_TIME seconds each, then
+# the hypothesis properties with FUZZ_EXAMPLES examples and the network fuzz with
+# FUZZ_SESSIONS seeded sessions a protocol. atheris is installed here only; where it
+# does not install, the hypothesis runs stand in for it.
+FUZZ_TIME ?= 300
+FUZZ_EXAMPLES ?= 20000
+FUZZ_SESSIONS ?= 20000
+ATHERIS := atheris==3.0.0
+fuzz: $(STAMP)
+	@if $(VENV)/bin/pip install -q --disable-pip-version-check $(ATHERIS); then \
+		for t in data_reader syntax pop3; do \
+			$(PY) -m tests.fuzz.atheris_main $$t -max_total_time=$(FUZZ_TIME) || exit 1; \
+		done; \
+	else echo "atheris did not install on this Python: hypothesis only"; fi
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/fuzz/test_targets.py tests/fuzz/test_pop3_states.py tests/smtp/test_data.py tests/smtp/test_syntax.py tests/pop3/test_wire.py
+	FUZZ_SESSIONS=$(FUZZ_SESSIONS) $(PY) -m pytest -q tests/fuzz/test_network.py
 
 bench: $(STAMP)
 	scripts/apt-ensure $(BENCH_DEBS)

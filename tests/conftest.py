@@ -6,15 +6,27 @@ exercised in tests/test_crypto.py and measured in bench/.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from letterbox.boxkeys import BoxKeys
 from letterbox.config import DriveSettings, Size
 from letterbox.drive import Drive
 
 from tests.helpers import FAST_ARGON2
+
+# `make fuzz` (HYPOTHESIS_PROFILE=fuzz): the same properties, far more examples, no
+# per-example deadline (the machine is shared). The suite keeps hypothesis's defaults.
+settings.register_profile(
+    "fuzz",
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "20000")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture

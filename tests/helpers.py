@@ -51,6 +51,20 @@ def letterbox_cli(
     )
 
 
+def assert_refused(port: int, host: str = "127.0.0.1") -> None:
+    """The port refuses connections: nothing listens there any more.
+
+    Only ECONNREFUSED counts. A connection that is accepted, or that hangs until a
+    timeout, is a listener still there, and fails the test.
+    """
+    try:
+        sock = socket.create_connection((host, port), timeout=5)
+    except ConnectionRefusedError:
+        return
+    sock.close()
+    raise AssertionError(f"{host}:{port} still accepts connections")
+
+
 class ListenerBox:
     """A listener (SMTP or POP3) serving on its own event loop in a thread, with a
     real drive behind it, so tests talk to it with blocking sockets as clients do.

@@ -179,7 +179,12 @@ def test_a_half_closed_connection_after_quit_still_deletes(box: Pop3Box, wire: W
     wire.send(f"USER {ALICE}\r\nPASS {PASSWORD}\r\nDELE 1\r\nQUIT\r\n".encode())
     wire.sock.shutdown(socket.SHUT_WR)
     assert wire.closed()
-    assert wire.buf.endswith(b"+OK Letterbox signing off (1 deleted)\r\n")
+    assert wire.buf == (
+        b"+OK Send PASS\r\n"
+        b"+OK Logged in: 2 messages (%d octets)\r\n"
+        b"+OK Message 1 deleted\r\n"
+        b"+OK Letterbox signing off (1 deleted)\r\n" % (len(mail(1)) + len(mail(2)))
+    )
     box.wait_idle()
     assert box.stored() == [ids[1]]
 

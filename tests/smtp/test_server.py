@@ -6,7 +6,7 @@ the Received header; nothing refused may leave a file on the drive.
 
 from __future__ import annotations
 
-import os
+import contextlib
 import random
 import re
 import smtplib
@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from tests.helpers import unverified_tls
+from tests.helpers import assert_refused, unverified_tls
 from tests.smtp.conftest import (
     ALICE,
     BOB,
@@ -253,6 +253,64 @@ def test_command_lines_must_end_with_crlf(box: Box, wire):
     assert w.cmd("NOOP").startswith("250 2.0.0")
 
 
+# -- MAIL and RCPT parameters -------------------------------------------------------------------
+
+# RFC 5321 §4.1.1.11: a parameter the server does not recognise or implement is
+# 555; a recognised one with a bad value is a syntax error, 501 (SIZE: RFC 1870 §6,
+# a number of octets; BODY: RFC 6152 §2). A refused MAIL starts no transaction.
+MAIL_REFUSALS = [
+    ("FOO=bar", "555 5.5.4"),
+    ("RET=HDRS", "555 5.5.4"),  # DSN (RFC 3461) is not offered
+    ("ENVID=abc", "555 5.5.4"),
+    ("AUTH=<>", "555 5.5.4"),  # AUTH (RFC 4954) is not offered
+    ("SIZE=10 XTRA", "555 5.5.4"),
+    ("SIZE=abc", "501 5.5.4"),
+    ("SIZE", "501 5.5.4"),
+    ("SIZE=-1", "501 5.5.4"),
+    ("SIZE=1e3", "501 5.5.4"),
+    ("SIZE=\uff11\uff12", "501 5.5.4"),  # full-width digits pass str.isdigit()
+    ("SIZE=1 SIZE=2", "501 5.1.7"),  # twice
+    ("BODY=BINARYMIME", "501 5.5.4"),  # CHUNKING/BINARYMIME (RFC 3030) not offered
+    ("BODY", "501 5.5.4"),
+    ("SMTPUTF8=yes", "501 5.5.4"),  # RFC 6531 §3.4: no value
+    ("=x", "501 5.1.7"),
+    ("SIZE=" + "9" * 30, "552 5.3.4"),  # well-formed, but over the limit
+]
+
+
+@pytest.mark.parametrize(("params", "reply"), MAIL_REFUSALS)
+def test_mail_parameter_refusals(box: Box, wire, params: str, reply: str):
+    w = wire()
+    assert w.cmd(f"MAIL FROM:<x@example.org> {params}").startswith(reply + " ")
+    assert w.cmd("RCPT TO:<alice@home.test>").startswith("503 5.5.1")  # no transaction
+    assert send_raw(w, MSG + b".\r\n").startswith("250 2.0.0")  # the session goes on
+
+
+@pytest.mark.parametrize(
+    "params", ["NOTIFY=NEVER", "ORCPT=rfc822;a@example.org", "SIZE=10", "BODY=8BITMIME", "X"]
+)
+def test_rcpt_parameters_are_not_implemented(box: Box, wire, params: str):
+    # No DSN is offered, so no RCPT parameter is known (RFC 5321 §4.1.1.11: 555),
+    # and the recipient is not added.
+    w = wire()
+    assert w.cmd("MAIL FROM:<x@example.org>").startswith("250 2.1.0")
+    assert w.cmd(f"RCPT TO:<alice@home.test> {params}").startswith("555 5.5.4 ")
+    assert w.cmd("DATA").startswith("554 5.5.1")  # no valid recipients
+    assert box.messages(ALICE) == []
+
+
+def test_known_parameters_in_any_case_are_accepted(box: Box, wire):
+    w = wire()
+    assert w.cmd("MAIL FROM:<x@example.org> size=100 body=8bitmime Smtputf8").startswith(
+        "250 2.1.0"
+    )
+    assert w.cmd("RCPT TO:<alice@home.test>").startswith("250 2.1.5")
+    assert w.cmd("DATA").startswith("354")
+    w.send(MSG + b".\r\n")
+    assert w.line().startswith("250 2.0.0")
+    assert [strip_received(m) for m in box.messages(ALICE)] == [MSG]
+
+
 # -- size --------------------------------------------------------------------------------------
 
 
@@ -447,11 +505,12 @@ def test_garbage_and_binary_commands_do_not_hurt(box: Box):
         sock.sendall(rng.randbytes(200_000))
         sock.settimeout(10)
         got = b""
-        try:
+        # The server must end the session itself (too many bad commands): a clean
+        # close, or a reset because our garbage was still unread. A timeout here
+        # means it is still talking to a client that sends nothing but garbage.
+        with contextlib.suppress(ConnectionResetError):
             while chunk := sock.recv(65536):
                 got += chunk
-        except (ConnectionResetError, TimeoutError):
-            pass
         sock.close()
         assert got.startswith(b"220 ")
         assert all(
@@ -488,21 +547,6 @@ def test_an_overlong_command_line(box: Box, wire):
 
 
 @pytest.mark.slow
-def test_a_ten_megabyte_line_streams_through_in_bounded_memory(make_box):
-    box = make_box(max_line_length=0)  # no limit: the line is stored
-    line = b"L" * (10 * 1024 * 1024) + b"\r\n"
-    message = b"Subject: one long line\r\n\r\n" + line
-    before = _vm_hwm()
-    with smtplib.SMTP("127.0.0.1", box.port) as client:
-        client.sendmail("x@example.org", [ALICE], message)
-    # Client (smtplib) and server share this process and smtplib copies the
-    # message a few times; a server that buffered the line would add 10+ MB.
-    grew = _vm_hwm() - before
-    assert grew < 60 * 1024, f"{grew} KiB"
-    assert strip_received(box.messages(ALICE)[0]) == message
-
-
-@pytest.mark.slow
 def test_a_ten_megabyte_line_over_the_default_limit_is_refused(box: Box, wire):
     w = wire()
     w.cmd("MAIL FROM:<x@example.org>")
@@ -523,14 +567,6 @@ def test_a_line_over_max_line_length_is_refused(make_box, wire):
     assert send_raw(w, b"x" * 999 + b"\r\n.\r\n").startswith("550 5.6.0")
     assert send_raw(w, b"x" * 998 + b"\r\n.\r\n").startswith("250 2.0.0")
     assert box.stored_files() and len(box.messages(ALICE)) == 1
-
-
-def _vm_hwm() -> int:
-    with open(f"/proc/{os.getpid()}/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    raise AssertionError
 
 
 # -- the drive failing --------------------------------------------------------------------------
@@ -673,8 +709,7 @@ def test_shutdown_lets_a_message_in_flight_finish_and_closes_idle_sessions(box: 
     assert busy.line().startswith("250 2.0.0")
     assert busy.line().startswith("421 4.3.2")
     assert busy.closed()
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", box.port), timeout=2).recv(10)
+    assert_refused(box.port)
     assert [strip_received(m) for m in box.messages(ALICE)] == [
         b"Subject: in flight\r\n\r\nfinished\r\n"
     ]
